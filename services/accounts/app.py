@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+from services.accounts import security
+from services.accounts.handlers import SERVICE, WelcomeConfig, make_handlers
+from services.accounts.routes import ACCOUNTS_CFG, routes
+from services.accounts.settings import AccountsSettings
+from shared.auth import StaticKeyVerifier
+from shared.sealing import load_key
+from shared.service import create_service_app
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+def create_app(settings: AccountsSettings) -> web.Application:
+    if settings.jwt_private_key_file is None:
+        raise ConfigError(
+            "ACCOUNTS_JWT_PRIVATE_KEY_FILE is not set: create a key with "
+            "`python -m services.accounts generate-signing-key PATH` (there is no default key)"
+        )
+    if not settings.seal_key:
+        raise ConfigError(
+            "ACCOUNTS_SEAL_KEY is not set: create one with `python -m shared.sealing` and give the same value "
+            "to NOTIFICATIONS_SEAL_KEY (there is no default key)"
+        )
+    signing_key = security.SigningKey.from_pem_file(settings.jwt_private_key_file)
+    public_keys = [signing_key.private_key.public_key()] + [
+        security.load_public_key(p) for p in settings.jwt_extra_public_key_files
+    ]
+    common = settings.common
+    verifier = StaticKeyVerifier({security.key_id(k): k for k in public_keys}, common.jwt_issuer, common.jwt_audience)
+    welcome = WelcomeConfig(
+        seal_key=load_key(settings.seal_key),
+        public_base_url=settings.public_base_url,
+        invitation_ttl=timedelta(hours=settings.invitation_ttl_hours),
+    )
+    app = create_service_app(
+        SERVICE, settings, migrations_dir=MIGRATIONS, consumers=make_handlers(welcome), verifier=verifier
+    )
+    app[ACCOUNTS_CFG] = {
+        "signing_key": signing_key,
+        "jwks": [security.public_jwk(k) for k in public_keys],
+        "access_token_ttl_s": settings.access_token_ttl_s,
+        "password_min_length": settings.password_min_length,
+    }
+    app.router.add_routes(routes)
+    return app

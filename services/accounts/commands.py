@@ -1,0 +1,93 @@
+"""Operator commands of the accounts service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from services.accounts import security, store
+from services.accounts.settings import AccountsSettings
+from shared.db import create_pool, migrate
+
+
+def configure_create_operator(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--email", required=True)
+    p.add_argument("--name", required=True, help="the operator's full name")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (else OPERATOR_PASSWORD, else a prompt)",
+    )
+
+
+def create_operator(settings: AccountsSettings, args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif os.environ.get("OPERATOR_PASSWORD"):
+        password = os.environ["OPERATOR_PASSWORD"]
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Repeat: "):
+            print("the passwords differ", file=sys.stderr)
+            return 1
+    problems = security.password_problems(password, settings.password_min_length)
+    if problems:
+        print("password " + "; ".join(problems), file=sys.stderr)
+        return 1
+
+    async def go() -> int:
+        from services.accounts.app import MIGRATIONS
+
+        await migrate(settings.database_url, MIGRATIONS)
+        pool = await create_pool(settings.database_url, 1, 2)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                try:
+                    row = await store.insert_account(
+                        conn,
+                        account_id=uuid.uuid4(),
+                        customer_id=None,
+                        email=args.email,
+                        full_name=args.name,
+                        role="admin",
+                        status="active",
+                        password_hash=security.hash_password(password),
+                    )
+                except store.EmailTaken:
+                    print(f"an account with email {args.email} already exists", file=sys.stderr)
+                    return 1
+            assert row is not None
+            print(f"operator account {row['id']} created for {args.email}")
+            return 0
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def configure_generate_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="where to write the PEM private key (refuses to overwrite)")
+
+
+def generate_signing_key(settings: AccountsSettings, args: argparse.Namespace) -> int:
+    path: Path = args.path
+    if path.exists():
+        print(f"{path} exists; not overwriting", file=sys.stderr)
+        return 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(security.generate_private_key_pem())
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {
+    "create-operator": ("create an operator (admin) account", configure_create_operator, create_operator),
+    "generate-signing-key": ("write a new EC P-256 token signing key", configure_generate_key, generate_signing_key),
+}

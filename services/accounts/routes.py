@@ -1,0 +1,178 @@
+"""Thin HTTP handlers of the accounts service."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.accounts import security, store
+from shared.auth import OPEN, OPERATOR, policy, principal, roles
+from shared.events import AccountActivatedV1
+from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
+from shared.outbox import emit
+from shared.service import RUNTIME
+
+SERVICE = "accounts"
+routes = web.RouteTableDef()
+ACCOUNTS_CFG = web.AppKey("accounts_cfg", dict)
+ACTIVATE_PAGE = (Path(__file__).parent / "static" / "activate.html").read_bytes()
+
+Password = Annotated[str, StringConstraints(max_length=security.MAX_PASSWORD_LENGTH)]
+
+
+class ActivationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The token from the set-password link"
+    )
+    password: Password = Field(description="The new password")
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+    password: Password
+
+
+class AccountQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: uuid.UUID | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: uuid.UUID | None = None
+
+
+INVALID_LINK = Problem(
+    400,
+    "Invalid or expired link",
+    "This set-password link is invalid, has expired or was already used. Ask for a new one.",
+    type_="urn:problem:invalid-token",
+)
+INVALID_LOGIN = Problem(
+    401,
+    "Invalid credentials",
+    "The email or password is wrong, or the account is not activated.",
+    type_="urn:problem:invalid-credentials",
+    error="invalid_grant",
+)
+
+
+def _account(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for k in ("id", "customer_id"):
+        out[k] = str(out[k]) if out[k] else None
+    for k in ("created_at", "updated_at", "activated_at"):
+        out[k] = out[k].isoformat() if out[k] else None
+    return out
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+@routes.get("/activate")
+@policy(OPEN)
+async def activate_page(request: web.Request) -> web.Response:
+    """The page the welcome email links to: a form that posts the token (read from the URL fragment) and the
+    new password to ``POST /v1/activations``."""
+    return web.Response(
+        body=ACTIVATE_PAGE,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+@routes.post("/v1/activations")
+@policy(OPEN)
+async def activate(request: web.Request) -> web.Response:
+    """Set the password with a set-password token; the account becomes active and the token stops working."""
+    body = await parse_body(request, ActivationRequest)
+    cfg = request.app[ACCOUNTS_CFG]
+    problems = security.password_problems(body.password, cfg["password_min_length"])
+    if problems:
+        raise Problem(
+            422,
+            "Invalid request",
+            "Invalid fields: password",
+            type_="urn:problem:validation",
+            errors=[{"field": "password", "message": m, "type": "password_policy"} for m in problems],
+        )
+    # hash first, whatever the token: same cost for valid and invalid tokens, and no lock held while hashing
+    password_hash = await _in_thread(security.hash_password, body.password)
+    rt = request.app[RUNTIME]
+    async with rt.db.acquire() as conn, conn.transaction():
+        invitation = await store.use_invitation(conn, security.token_hash(body.token))
+        if invitation is None:
+            raise INVALID_LINK
+        account = await store.activate_account(conn, invitation["account_id"], password_hash)
+        await emit(
+            conn,
+            AccountActivatedV1(account_id=account["id"], customer_id=account["customer_id"], status="active"),
+            producer=SERVICE,
+            subject=account["id"],
+            sequence=account["version"],
+            correlation_id=request[REQUEST_ID],
+            causation_id=request[REQUEST_ID],
+        )
+    return json_response({"account_id": str(account["id"]), "status": account["status"]})
+
+
+@routes.post("/v1/tokens")
+@policy(OPEN)
+async def login(request: web.Request) -> web.Response:
+    """Log in with email and password; answers like OAuth2's token endpoint."""
+    body = await parse_body(request, TokenRequest)
+    cfg = request.app[ACCOUNTS_CFG]
+    row = await store.find_for_login(request.app[RUNTIME].db, body.email)
+    ok = await _in_thread(security.verify_password, row["password_hash"] if row else security.DUMMY_HASH, body.password)
+    if row is None or not ok:
+        raise INVALID_LOGIN
+    common = request.app[RUNTIME].settings.common
+    token = security.issue_access_token(
+        cfg["signing_key"],
+        account_id=row["id"],
+        customer_id=row["customer_id"],
+        role=row["role"],
+        standing="suspended" if row["status"] == "suspended" else "active",
+        issuer=common.jwt_issuer,
+        audience=common.jwt_audience,
+        ttl_s=cfg["access_token_ttl_s"],
+    )
+    return json_response(
+        {"access_token": token, "token_type": "Bearer", "expires_in": cfg["access_token_ttl_s"]},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.get("/.well-known/jwks.json")
+@policy(OPEN)
+async def jwks(request: web.Request) -> web.Response:
+    """Public keys that verify access tokens (current and, during a rotation, previous)."""
+    return json_response({"keys": request.app[ACCOUNTS_CFG]["jwks"]}, headers={"Cache-Control": "max-age=300"})
+
+
+@routes.get("/v1/accounts/{id}")
+@policy(roles("admin", "member", "contact"))
+async def get_account(request: web.Request) -> web.Response:
+    account_id = parse_uuid(request.match_info["id"])
+    who = principal(request)
+    if who.role != "admin" and who.account_id != account_id:
+        raise Problem(404, "Not found", f"No account {account_id}")
+    row = await store.get_account(request.app[RUNTIME].db, account_id)
+    if row is None:
+        raise Problem(404, "Not found", f"No account {account_id}")
+    return json_response(_account(row), headers={"ETag": f'"{row["version"]}"'})
+
+
+@routes.get("/v1/accounts")
+@policy(OPERATOR)
+async def list_accounts(request: web.Request) -> web.Response:
+    q = parse_query(request, AccountQuery)
+    rows = await store.list_accounts(request.app[RUNTIME].db, customer_id=q.customer_id, limit=q.limit, after=q.cursor)
+    items = rows[: q.limit]
+    next_cursor = str(items[-1]["id"]) if len(rows) > q.limit else None
+    return json_response({"items": [_account(r) for r in items], "next_cursor": next_cursor})

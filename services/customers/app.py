@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.customers.routes import SERVICE, routes
+from services.customers.settings import CustomersSettings
+from shared.auth import TokenVerifier
+from shared.service import create_service_app
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: CustomersSettings, verifier: TokenVerifier | None = None) -> web.Application:
+    app = create_service_app(SERVICE, settings, migrations_dir=MIGRATIONS, verifier=verifier)
+    app.router.add_routes(routes)
+    return app

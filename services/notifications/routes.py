@@ -1,0 +1,92 @@
+"""Thin HTTP handlers of the notifications service: what was sent to whom, and how it went."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.auth import OPERATOR, policy
+from shared.http import Problem, json_response, parse_query, parse_uuid
+from shared.service import RUNTIME
+
+routes = web.RouteTableDef()
+COLUMNS = (
+    "id, template, to_email, to_name, customer_id, account_id, subject, status, attempts, last_error, "
+    "created_at, updated_at, sent_at, failed_at"
+)
+
+
+class DeliveryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: uuid.UUID | None = None
+    template: str | None = Field(None, max_length=100)
+    status: Literal["pending", "sent", "failed"] | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200)
+
+
+def _delivery(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for k, v in out.items():
+        if isinstance(v, uuid.UUID):
+            out[k] = str(v)
+        elif isinstance(v, datetime):
+            out[k] = v.isoformat()
+    return out
+
+
+def _cursor(created_at: datetime, delivery_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{delivery_id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, did = raw.partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(did)
+    except ValueError:
+        raise Problem(
+            400,
+            "Invalid cursor",
+            "The cursor is not one this API returned",
+            type_="urn:problem:validation",
+            errors=[{"field": "cursor", "message": "not a cursor from this API"}],
+        ) from None
+
+
+@routes.get("/v1/deliveries")
+@policy(OPERATOR)
+async def list_deliveries(request: web.Request) -> web.Response:
+    q = parse_query(request, DeliveryQuery)
+    after = _after(q.cursor) if q.cursor else (None, None)
+    rows = await request.app[RUNTIME].db.fetch(
+        f"""SELECT {COLUMNS} FROM deliveries
+            WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR template = $2)
+              AND ($3::text IS NULL OR status = $3)
+              AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5::uuid))
+            ORDER BY created_at, id LIMIT $6""",
+        q.customer_id,
+        q.template,
+        q.status,
+        after[0],
+        after[1],
+        q.limit + 1,
+    )
+    items = rows[: q.limit]
+    next_cursor = _cursor(items[-1]["created_at"], items[-1]["id"]) if len(rows) > q.limit else None
+    return json_response({"items": [_delivery(r) for r in items], "next_cursor": next_cursor})
+
+
+@routes.get("/v1/deliveries/{id}")
+@policy(OPERATOR)
+async def get_delivery(request: web.Request) -> web.Response:
+    delivery_id = parse_uuid(request.match_info["id"])
+    row = await request.app[RUNTIME].db.fetchrow(f"SELECT {COLUMNS} FROM deliveries WHERE id = $1", delivery_id)
+    if row is None:
+        raise Problem(404, "Not found", f"No delivery {delivery_id}")
+    return json_response(_delivery(row))

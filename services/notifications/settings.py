@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class NotificationsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore", populate_by_name=True)
+
+    port: int = Field(8004, description="HTTP port")
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/coworking_notifications", description="PostgreSQL URL"
+    )
+    seal_key: str | None = Field(
+        None, description="The key shared with accounts to open sealed links (same value as ACCOUNTS_SEAL_KEY)"
+    )
+    smtp_host: str | None = Field(None, description="SMTP server; when unset, emails are written to MAIL_DIR")
+    smtp_port: int = Field(25, description="SMTP port")
+    smtp_username: str | None = Field(None, description="SMTP login")
+    smtp_password: str | None = Field(None, description="SMTP password")
+    smtp_starttls: bool = Field(False, description="Upgrade the connection with STARTTLS")
+    smtp_tls: bool = Field(False, description="Implicit TLS (port 465)")
+    smtp_timeout_s: float = Field(15.0, description="Timeout of one SMTP conversation")
+    mail_dir: Path = Field(Path(".local/mail"), description="Folder of .eml files when no SMTP server is set")
+    mail_from: str = Field("Coworking <no-reply@coworking.invalid>", description="From header of every email")
+    space_name: str = Field("Coworking", description="Name of the space, used in email texts")
+    send_retry_delays_s: list[float] = Field(
+        default=[5, 30, 120, 600, 1800, 3600],
+        description="Waits between attempts after a temporary SMTP failure; then the delivery fails",
+    )
+    dispatch_batch_size: int = Field(50, description="Deliveries claimed per dispatcher round")
+    dispatch_concurrency: int = Field(10, description="Emails sent at once")
+    dispatch_poll_interval_s: float = Field(1.0, description="Fallback poll for due deliveries")

@@ -1,0 +1,215 @@
+"""Authentication and the per-route policy.
+
+Access tokens are ES256 JWTs issued by accounts, with a ``kid``; other services verify them with the public keys
+published at ``/.well-known/jwks.json`` (fetched once, cached, refetched when an unknown ``kid`` shows up, so a
+key rotation needs no restart). Every route declares its policy with ``@policy(...)``; a route without one is
+refused (fail closed) and a test walks every route table to prove none is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from shared.http import Handler, Problem
+
+log = logging.getLogger(__name__)
+
+ROLES = ("admin", "member", "contact", "service")
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: uuid.UUID
+    role: str
+    customer_id: uuid.UUID | None = None
+    standing: str = "active"
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> Principal:
+        cid = claims.get("customer_id")
+        return cls(
+            account_id=uuid.UUID(claims["sub"]),
+            role=claims["role"],
+            customer_id=uuid.UUID(cid) if cid else None,
+            standing=claims.get("standing", "active"),
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    open: bool = False
+    roles: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        return "open" if self.open else "roles: " + ",".join(sorted(self.roles))
+
+
+OPEN = Policy(open=True)
+OPERATOR = Policy(roles=frozenset({"admin"}))
+
+
+def roles(*names: str) -> Policy:
+    unknown = set(names) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}")
+    return Policy(roles=frozenset(names))
+
+
+def policy(p: Policy) -> Callable[[Handler], Handler]:
+    def mark(fn: Handler) -> Handler:
+        fn.__policy__ = p  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def policy_of(handler: Any) -> Policy | None:
+    return getattr(handler, "__policy__", None)
+
+
+class TokenVerifier:
+    """Verifies access tokens against a set of public keys keyed by ``kid``."""
+
+    def __init__(self, issuer: str, audience: str) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self._keys: dict[str, Any] = {}
+
+    async def key_for(self, kid: str) -> Any | None:
+        return self._keys.get(kid)
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _unauthorized("The access token is malformed") from None
+        kid = header.get("kid")
+        key = await self.key_for(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise _unauthorized("The access token was not signed by a known key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=["ES256"],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+            return Principal.from_claims(claims)
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("The access token has expired") from None
+        except (jwt.PyJWTError, KeyError, ValueError):
+            raise _unauthorized("The access token is invalid") from None
+
+
+class StaticKeyVerifier(TokenVerifier):
+    def __init__(self, keys: dict[str, Any], issuer: str, audience: str) -> None:
+        super().__init__(issuer, audience)
+        self._keys = dict(keys)
+
+
+class JwksVerifier(TokenVerifier):
+    """Fetches the issuer's JWKS over HTTP; refetches (at most every ``min_refresh_s``) on an unknown kid."""
+
+    def __init__(self, url: str, issuer: str, audience: str, min_refresh_s: float = 30.0) -> None:
+        super().__init__(issuer, audience)
+        self.url = url
+        self.min_refresh_s = min_refresh_s
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def key_for(self, kid: str) -> Any | None:
+        if kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if kid not in self._keys and time.monotonic() - self._fetched_at >= self.min_refresh_s:
+                await self._refresh()
+        return self._keys.get(kid)
+
+    async def _refresh(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        try:
+            async with self._session.get(self.url) as resp:
+                resp.raise_for_status()
+                data = await resp.json()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("could not fetch JWKS", extra={"url": self.url, "error": str(exc)})
+            return
+        self._fetched_at = time.monotonic()
+        keys = {}
+        for jwk in data.get("keys", []):
+            try:
+                keys[jwk["kid"]] = jwt.PyJWK(jwk).key
+            except (jwt.PyJWTError, KeyError):
+                continue
+        self._keys = keys
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "Unauthorized",
+        detail,
+        type_="urn:problem:unauthorized",
+        headers={"WWW-Authenticate": 'Bearer realm="coworking"'},
+    )
+
+
+VERIFIER_KEY = web.AppKey("token_verifier", TokenVerifier)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def make_auth_middleware() -> Callable[..., Any]:
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        match = request.match_info
+        if match.http_exception is not None:  # 404/405: let the router answer
+            return await handler(request)
+        p = policy_of(match.handler)
+        if p is None:
+            log.error("route without a policy refused", extra={"path": request.path})
+            raise Problem(403, "Forbidden", "This route declares no access policy")
+        if p.open:
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("Send an access token: Authorization: Bearer <token>")
+        principal = await request.app[VERIFIER_KEY].verify(token.strip())
+        if principal.role not in p.roles:
+            raise Problem(403, "Forbidden", f"This needs the role {' or '.join(sorted(p.roles))}")
+        request[PRINCIPAL] = principal
+        return await handler(request)
+
+    return auth_middleware
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def route_policies(app: web.Application) -> Iterable[tuple[str, str, Policy | None]]:
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.canonical if route.resource is not None else "?"
+        yield route.method, info, policy_of(route.handler)

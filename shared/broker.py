@@ -1,0 +1,120 @@
+"""The RabbitMQ connection of a service: robust (reconnects by itself), the topology declared on connect, and
+a publisher channel with confirms and ``mandatory`` so an unroutable or unconfirmed message is an error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, DeliveryMode
+
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    def __init__(self, url: str, topology: Topology, service: str, publish_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.topology = topology
+        self.service = service
+        self.publish_timeout_s = publish_timeout_s
+        self.connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, Any] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        c = self.connection
+        return bool(c and not c.is_closed and c.connected.is_set())
+
+    async def wait_connected(self) -> None:
+        await self._ready.wait()
+        assert self.connection is not None
+        await self.connection.connected.wait()
+
+    def start(self) -> None:
+        """Connect in the background, retrying until the broker answers: a service starts (and keeps taking
+        requests, writing to its outbox) while RabbitMQ is down."""
+        self._task = asyncio.create_task(self._connect_loop(), name="broker-connect")
+
+    async def _connect_loop(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                await self.connect()
+                return
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                log.warning("RabbitMQ unreachable, retrying", extra={"error": str(exc), "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def connect(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": self.service}, timeout=10
+        )
+        try:
+            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await self.topology.declare(publisher)
+        except BaseException:
+            await connection.close()
+            raise
+        self.connection = connection
+        self._publisher = publisher  # type: ignore[assignment]
+        self._ready.set()
+        log.info("connected to RabbitMQ")
+
+    async def channel(self, prefetch: int) -> AbstractRobustChannel:
+        await self.wait_connected()
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel  # type: ignore[return-value]
+
+    async def publish(
+        self,
+        *,
+        exchange: str | None,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm. ``exchange`` is a logical name (the topology
+        prefix is applied) or None for the default exchange (``routing_key`` is then a queue name).
+        Raises when the message is returned (unroutable), nacked, or not confirmed in time."""
+        if not self._ready.is_set() or self._publisher is None:
+            raise ConnectionError("not connected to RabbitMQ")
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            headers=headers or {},
+        )
+        target: Any
+        if exchange is None:
+            target = self._publisher.default_exchange
+        else:
+            target = self._exchanges.get(exchange)
+            if target is None:
+                target = await self._publisher.get_exchange(self.topology.exchange(exchange), ensure=False)
+                self._exchanges[exchange] = target
+        await asyncio.wait_for(
+            target.publish(message, routing_key=routing_key, mandatory=True), timeout=self.publish_timeout_s
+        )
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.connection is not None:
+            await self.connection.close()

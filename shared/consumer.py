@@ -1,0 +1,216 @@
+"""The consumer wrapper: parse, dedupe (inbox), handle, commit, ack; retry with backoff; dead-letter.
+
+- Not JSON, not an envelope, unknown event type/version, payload failing its schema: straight to
+  ``<queue>.dlq`` with the reason (retrying cannot help).
+- The handler raising ``PermanentError``: to the DLQ as well.
+- Any other exception (database down, a bug): the message is copied to the retry queue of the next delay
+  (``x-attempt`` header counts attempts) and acked; after the last delay it goes to the DLQ with the error.
+- Success: the inbox row ``(consumer, event_id)`` and the handler's writes commit in one transaction, then ack.
+  A redelivered or duplicated message finds its inbox row and is acked without effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from pydantic import ValidationError
+
+from shared.broker import Broker
+from shared.events import Envelope, Message, UnknownMessage, lookup
+from shared.logging import correlation_id_var, event_id_var
+from shared.metrics import EVENTS_CONSUMED
+
+log = logging.getLogger(__name__)
+
+HandlerFn = Callable[[asyncpg.Connection, Envelope, Any], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """Raised by a handler when the message can never succeed: it goes to the dead-letter queue."""
+
+
+@dataclass(frozen=True)
+class Handler:
+    message: type[Message]
+    fn: HandlerFn
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        queue: str,
+        handlers: dict[str, Handler],
+        pool: asyncpg.Pool,
+        broker: Broker,
+        retry_delays_ms: list[int] | tuple[int, ...],
+        prefetch: int = 50,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.queue_name = queue  # logical name, e.g. "accounts.customer-events"
+        self.handlers = handlers  # routing key -> handler
+        self.pool = pool
+        self.broker = broker
+        self.retry_delays_ms = sorted(set(retry_delays_ms))
+        self.prefetch = prefetch
+        self.after_commit = after_commit
+        self._channel: AbstractRobustChannel | None = None
+        self._consumer_tag: str | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def attached(self) -> bool:
+        ch = self._channel
+        return bool(self._consumer_tag and ch is not None and not ch.is_closed and self.broker.connected)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._attach(), name=f"consumer-{self.queue_name}")
+
+    async def _attach(self) -> None:
+        self._channel = await self.broker.channel(self.prefetch)
+        queue = await self._channel.get_queue(self.broker.topology.queue(self.queue_name), ensure=False)
+        self._consumer_tag = await queue.consume(self._on_message)
+        log.info("consuming", extra={"queue": self.queue_name})
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking messages, let in-flight ones finish (unfinished ones are redelivered), close."""
+        if self._task and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._channel is not None and self._consumer_tag and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                queue = await self._channel.get_queue(self.broker.topology.queue(self.queue_name), ensure=False)
+                await queue.cancel(self._consumer_tag)
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=grace_s)
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+        self._consumer_tag = None
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self.process(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def process(self, message: AbstractIncomingMessage) -> None:
+        routing_key = message.routing_key or ""
+        try:
+            envelope = Envelope.model_validate(orjson.loads(message.body))
+            handler = self.handlers.get(envelope.routing_key)
+            if handler is None:
+                lookup(envelope.event_type, envelope.event_version)  # unknown version -> UnknownMessage
+                raise UnknownMessage(f"no handler in {self.queue_name} for {envelope.routing_key}")
+            event = handler.message.model_validate(envelope.payload)
+        except orjson.JSONDecodeError as exc:
+            await self._dead_letter(message, f"invalid JSON: {exc}")
+            return
+        except ValidationError as exc:
+            await self._dead_letter(message, f"schema validation failed: {_short(exc)}")
+            return
+        except UnknownMessage as exc:
+            await self._dead_letter(message, str(exc))
+            return
+
+        event_id_var.set(str(envelope.event_id))
+        correlation_id_var.set(envelope.correlation_id)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    """INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)
+                       ON CONFLICT DO NOTHING RETURNING true""",
+                    self.queue_name,
+                    envelope.event_id,
+                )
+                if inserted:
+                    await handler.fn(conn, envelope, event)
+        except PermanentError as exc:
+            await self._dead_letter(message, f"rejected by handler: {exc}")
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._retry(message, exc)
+            return
+        await message.ack()
+        EVENTS_CONSUMED.labels(self.queue_name, routing_key, "handled" if inserted else "duplicate").inc()
+        if not inserted:
+            log.info("duplicate ignored", extra={"queue": self.queue_name, "routing_key": routing_key})
+        elif self.after_commit is not None:
+            self.after_commit()
+
+    async def _retry(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        attempt = int(str((message.headers or {}).get("x-attempt", 0))) + 1
+        error = f"{type(exc).__name__}: {exc}"
+        if attempt > len(self.retry_delays_ms):
+            await self._dead_letter(message, f"gave up after {attempt} attempts: {error}")
+            return
+        delay = self.retry_delays_ms[attempt - 1]
+        log.warning(
+            "handler failed, will retry",
+            extra={"queue": self.queue_name, "attempt": attempt, "retry_in_ms": delay, "error": error},
+        )
+        headers = dict(message.headers or {})
+        headers.update({"x-attempt": attempt, "x-last-error": error[:500]})
+        await self._republish(message, self.broker.topology.retry_queue(self.queue_name, delay), headers)
+        EVENTS_CONSUMED.labels(self.queue_name, message.routing_key or "", "retried").inc()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        log.error("dead-lettered", extra={"queue": self.queue_name, "reason": reason[:500]})
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                "x-dead-letter-reason": reason[:1000],
+                "x-original-routing-key": message.routing_key or "",
+                "x-original-exchange": message.exchange or "",
+                "x-dead-lettered-at": datetime.now(UTC).isoformat(),
+            }
+        )
+        await self._republish(message, self.broker.topology.dlq(self.queue_name), headers)
+        EVENTS_CONSUMED.labels(self.queue_name, message.routing_key or "", "dead_lettered").inc()
+
+    async def _republish(self, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]) -> None:
+        # Publish (confirmed) first, then ack: a crash in between redelivers the original, and the copy is
+        # absorbed by the inbox. If publishing fails the original is requeued rather than lost.
+        try:
+            await self.broker.publish(
+                exchange=None,
+                routing_key=queue,
+                body=message.body,
+                message_id=message.message_id or "",
+                headers=_plain_headers(headers),
+                correlation_id=message.correlation_id,
+            )
+        except Exception:
+            log.exception("could not move message", extra={"to": queue})
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+
+
+def _plain_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    # x-death and other broker-set headers are kept only as strings so they can be re-published
+    out: dict[str, Any] = {}
+    for k, v in headers.items():
+        out[k] = v if isinstance(v, (str, int, float, bool)) else str(v)
+    return out
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])

@@ -1,0 +1,141 @@
+"""PostgreSQL: pools, database creation and the migration runner (numbered plain-SQL files)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConnectionError(f"PostgreSQL unreachable at {redact(dsn)}: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+def redact(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
+
+
+def _database_name(dsn: str) -> str:
+    return urlsplit(dsn).path.lstrip("/")
+
+
+def _maintenance_dsn(dsn: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/postgres"))
+
+
+async def ensure_database(dsn: str, template: str | None = None) -> bool:
+    """Create the database named in ``dsn`` if it does not exist. Returns True when it was created."""
+    name = _database_name(dsn)
+    try:
+        conn = await asyncpg.connect(_maintenance_dsn(dsn))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConnectionError(f"PostgreSQL unreachable at {redact(dsn)}: {exc}") from exc
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        ident = '"' + name.replace('"', '""') + '"'
+        tmpl = f' TEMPLATE "{template}"' if template else ""
+        try:
+            await conn.execute(f"CREATE DATABASE {ident}{tmpl}")
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+async def drop_database(dsn: str) -> None:
+    name = _database_name(dsn)
+    conn = await asyncpg.connect(_maintenance_dsn(dsn))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(*directories: Path) -> list[Migration]:
+    """Shared plumbing migrations first (``shared:0001``), then the service's own (``0001``)."""
+    found: list[Migration] = []
+    for directory in directories:
+        ns = "shared:" if directory.resolve() == SHARED_MIGRATIONS.resolve() else ""
+        for path in sorted(directory.glob("*.sql")):
+            number = path.name.split("_", 1)[0]
+            found.append(Migration(f"{ns}{number}", path.stem, path.read_text()))
+    return found
+
+
+async def migrate(dsn: str, migrations_dir: Path) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction, under an advisory lock so several
+    replicas starting at once apply each migration exactly once. Returns the versions applied."""
+    await ensure_database(dsn)
+    migrations = load_migrations(SHARED_MIGRATIONS, migrations_dir)
+    conn = await asyncpg.connect(dsn)
+    applied_now: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock(724311)")
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
+        for m in migrations:
+            if m.version in done:
+                if done[m.version] != m.checksum:
+                    raise RuntimeError(f"migration {m.name} was changed after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    m.version,
+                    m.name,
+                    m.checksum,
+                )
+            applied_now.append(m.version)
+            log.info("applied migration", extra={"migration": m.name})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(724311)")
+        await conn.close()
+    return applied_now

@@ -1,0 +1,36 @@
+"""The event contract: the envelope, and one frozen model per event and major version.
+
+Routing key = ``<event_type>.v<event_version>``, for example ``customers.customer.created.v1``. The key is a
+contract string, never derived from a class name.
+"""
+
+from shared.events.accounts import AccountActivatedV1, AccountCreatedV1
+from shared.events.base import (
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    REGISTRY,
+    Envelope,
+    Message,
+    UnknownMessage,
+    lookup,
+    make_envelope,
+)
+from shared.events.customers import CustomerCreatedV1
+from shared.events.notifications import EmailFailedV1, EmailSentV1, SendEmailV1
+
+__all__ = [
+    "COMMANDS_EXCHANGE",
+    "EVENTS_EXCHANGE",
+    "REGISTRY",
+    "AccountActivatedV1",
+    "AccountCreatedV1",
+    "CustomerCreatedV1",
+    "EmailFailedV1",
+    "EmailSentV1",
+    "Envelope",
+    "Message",
+    "SendEmailV1",
+    "UnknownMessage",
+    "lookup",
+    "make_envelope",
+]

@@ -1,0 +1,174 @@
+"""HTTP plumbing: problem+json errors (RFC 9457), request ids, body parsing with pydantic, JSON responses,
+metrics per route, and the route policy check (every route declares who may call it; none is open by accident)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared.logging import correlation_id_var, request_id_var
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+MAX_BODY_BYTES = 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T", bound=BaseModel)
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with an RFC 9457 problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str = "about:blank",
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type = type_
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self, instance: str | None = None) -> web.Response:
+        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        if instance:
+            body["instance"] = instance
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return web.Response(status=self.status, body=orjson.dumps(body), content_type=PROBLEM, headers=self.headers)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, default=_default), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def validation_problem(exc: ValidationError) -> Problem:
+    errors = []
+    for e in exc.errors(include_url=False):
+        loc = [str(p) for p in e["loc"]]
+        field = ".".join(loc) or "<body>"
+        message = e["msg"]
+        if e["type"] == "extra_forbidden":
+            message = "unknown field"
+        errors.append({"field": field, "message": message, "type": e["type"]})
+    fields = ", ".join(sorted({err["field"] for err in errors}))
+    return Problem(422, "Invalid request", f"Invalid fields: {fields}", type_="urn:problem:validation", errors=errors)
+
+
+async def parse_body(request: web.Request, model: type[T]) -> T:
+    """Read a JSON body and validate it against ``model``; every failure is a 4xx naming what is wrong."""
+    if request.content_type != "application/json":
+        raise Problem(
+            415, "Unsupported media type", "Send the body as application/json", type_="urn:problem:media-type"
+        )
+    raw = await request.read()  # aiohttp enforces client_max_size (413)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "Malformed JSON", str(exc), type_="urn:problem:malformed-json") from None
+    if not isinstance(data, dict):
+        raise Problem(
+            422,
+            "Invalid request",
+            "The body must be a JSON object",
+            type_="urn:problem:validation",
+            errors=[{"field": "<body>", "message": "must be a JSON object", "type": "object_type"}],
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+
+
+def parse_query(request: web.Request, model: type[T]) -> T:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+
+
+def parse_uuid(value: str, field: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise Problem(404, "Not found", f"No resource with {field} {value!r}") from None
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+    if len(request_id) > 128:
+        request_id = request_id[:128]
+    request_id_var.set(request_id)
+    correlation_id_var.set(request_id)
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+    except Problem as p:
+        status = p.status
+        response = p.response(request.path)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        title = exc.reason
+        detail = None
+        if exc.status == 413:
+            detail = f"The body is larger than {request.app.get(MAX_BODY_KEY, MAX_BODY_BYTES)} bytes"
+        elif exc.status == 405:
+            detail = f"{request.method} is not allowed here"
+        response = Problem(
+            exc.status, title, detail, headers={"Allow": exc.headers.get("Allow", "")} if exc.status == 405 else None
+        ).response(request.path)
+    except Exception:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        response = Problem(500, "Internal server error", "The error was logged with the request id").response(
+            request.path
+        )
+    response.headers["X-Request-ID"] = request_id
+    route = _route_name(request)
+    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+    HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+MAX_BODY_KEY = web.AppKey("max_body", int)
+REQUEST_ID = web.RequestKey("request_id", str)

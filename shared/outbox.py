@@ -1,0 +1,186 @@
+"""Transactional outbox: ``enqueue`` writes the message in the caller's transaction; the relay publishes
+committed rows (confirms + mandatory) and marks them published. Rows are claimed with ``FOR UPDATE SKIP LOCKED``
+so several replicas relay without publishing a row twice in the normal case; a crash between the broker's
+confirm and the commit republishes the row, which the consumers' inbox absorbs (at-least-once)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+import orjson
+
+from shared.broker import Broker
+from shared.events import Envelope, Message, make_envelope
+from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+
+log = logging.getLogger(__name__)
+
+
+async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
+    """Write one message to the outbox inside the caller's transaction."""
+    await conn.execute(
+        """INSERT INTO outbox (event_id, exchange, routing_key, body, correlation_id)
+           VALUES ($1, $2, $3, $4, $5)""",
+        envelope.event_id,
+        exchange,
+        envelope.routing_key,
+        orjson.dumps(envelope.model_dump(mode="json")),
+        envelope.correlation_id,
+    )
+
+
+async def emit(
+    conn: asyncpg.Connection,
+    message: Message,
+    *,
+    producer: str,
+    subject: object,
+    sequence: int,
+    correlation_id: str | None,
+    causation_id: str | None = None,
+) -> Envelope:
+    """Build the envelope for ``message`` and enqueue it on the exchange its model names."""
+    envelope = make_envelope(
+        message,
+        subject=str(subject),
+        sequence=sequence,
+        producer=producer,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+    await enqueue(conn, envelope, message.EXCHANGE)
+    return envelope
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        broker: Broker,
+        *,
+        batch_size: int = 200,
+        poll_interval_s: float = 1.0,
+        retention_s: float = 7 * 24 * 3600,
+    ) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.broker = broker
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.retention_s = retention_s
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._last_cleanup = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=15)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        self._listener = None
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await asyncpg.connect(self.dsn)
+            await self._listener.add_listener("outbox", lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("outbox LISTEN unavailable, polling", extra={"error": str(exc)})
+            self._listener = None
+
+    async def _run(self) -> None:
+        await self.broker.wait_connected()
+        while not self._stop.is_set():
+            await self._listen()
+            try:
+                published = await self.relay_once()
+                if time.monotonic() - self._last_cleanup > 600:
+                    await self.cleanup()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox relay round failed", extra={"error": str(exc)})
+                published = 0
+                await asyncio.sleep(min(self.poll_interval_s, 1.0))
+            if published >= self.batch_size:
+                continue  # more may be waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of due rows. Returns how many were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, event_id, exchange, routing_key, body, correlation_id FROM outbox
+                   WHERE published_at IS NULL AND next_attempt_at <= now()
+                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch_size,
+            )
+            if not rows:
+                return 0
+            results = await asyncio.gather(
+                *(
+                    self.broker.publish(
+                        exchange=r["exchange"],
+                        routing_key=r["routing_key"],
+                        body=bytes(r["body"]),
+                        message_id=str(r["event_id"]),
+                        correlation_id=r["correlation_id"],
+                    )
+                    for r in rows
+                ),
+                return_exceptions=True,
+            )
+            ok = [r["id"] for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+            failed = [
+                (r["id"], f"{type(res).__name__}: {res}")
+                for r, res in zip(rows, results, strict=True)
+                if isinstance(res, BaseException)
+            ]
+            if ok:
+                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ok)
+                for r, res in zip(rows, results, strict=True):
+                    if not isinstance(res, BaseException):
+                        OUTBOX_PUBLISHED.labels(routing_key=r["routing_key"]).inc()
+            if failed:
+                log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1]})
+                await conn.executemany(
+                    """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                           next_attempt_at = now()
+                               + least(interval '1 second' * power(2, attempts), interval '60 seconds')
+                       WHERE id = $1""",
+                    failed,
+                )
+            return len(ok)
+
+    async def backlog(self) -> int:
+        n = await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        OUTBOX_BACKLOG.set(n)
+        return int(n)
+
+    async def cleanup(self) -> None:
+        """Delete rows published longer ago than the retention period."""
+        self._last_cleanup = time.monotonic()
+        await self.pool.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)", self.retention_s
+        )

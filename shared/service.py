@@ -1,0 +1,174 @@
+"""What every service's application has in common: the database pool, the broker connection, the outbox relay,
+the consumers, token verification, health and metrics, and a graceful stop. A service builds its app with
+``create_service_app`` and adds its own routes and background workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.auth import OPEN, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
+from shared.broker import Broker
+from shared.consumer import Consumer, Handler
+from shared.db import create_pool, migrate
+from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, json_response, request_context_middleware
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The live resources of one service process, reachable from handlers via ``request.app[RUNTIME]``."""
+
+    name: str
+    settings: ServiceSettings
+    migrations_dir: Path
+    consumers_spec: dict[str, dict[str, Handler]]
+    topology: Topology
+    pool: asyncpg.Pool | None = None
+    broker: Broker | None = None
+    relay: OutboxRelay | None = None
+    consumers: list[Consumer] = field(default_factory=list)
+    after_commit: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None, "database pool not started"
+        return self.pool
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_service_app(
+    name: str,
+    settings: ServiceSettings,
+    *,
+    migrations_dir: Path,
+    consumers: dict[str, dict[str, Handler]] | None = None,
+    verifier: TokenVerifier | None = None,
+    migrate_on_start: bool = True,
+) -> web.Application:
+    common = settings.common
+    app = web.Application(
+        middlewares=[request_context_middleware, make_auth_middleware()], client_max_size=MAX_BODY_BYTES
+    )
+    app[MAX_BODY_KEY] = MAX_BODY_BYTES
+    topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
+    rt = Runtime(name, settings, migrations_dir, consumers or {}, topology)
+    app[RUNTIME] = rt
+    app[VERIFIER_KEY] = verifier or JwksVerifier(common.jwks_url, common.jwt_issuer, common.jwt_audience)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        if migrate_on_start:
+            await migrate(settings.database_url, migrations_dir)
+        rt.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        yield
+        await rt.pool.close()
+
+    async def messaging(app: web.Application) -> AsyncIterator[None]:
+        rt.broker = Broker(common.amqp_url, topology, name)
+        rt.broker.start()
+        rt.relay = OutboxRelay(
+            rt.db,
+            settings.database_url,
+            rt.broker,
+            batch_size=common.relay_batch_size,
+            poll_interval_s=common.relay_poll_interval_s,
+        )
+        rt.relay.start()
+        for queue, handlers in rt.consumers_spec.items():
+            consumer = Consumer(
+                queue=queue,
+                handlers=handlers,
+                pool=rt.db,
+                broker=rt.broker,
+                retry_delays_ms=common.retry_delays_ms,
+                prefetch=common.prefetch,
+                after_commit=rt.after_commit.get(queue),
+            )
+            consumer.start()
+            rt.consumers.append(consumer)
+        yield
+        # stop taking work first, let in-flight messages finish, flush the outbox, then disconnect
+        await asyncio.gather(*(c.stop(common.shutdown_grace_s) for c in rt.consumers))
+        await rt.relay.stop()
+        await rt.broker.close()
+
+    async def verifier_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        v = app[VERIFIER_KEY]
+        if isinstance(v, JwksVerifier):
+            await v.close()
+
+    app.cleanup_ctx.extend([database, messaging, verifier_ctx])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@policy(OPEN)
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok", "service": request.app[RUNTIME].name})
+
+
+@policy(OPEN)
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: database reachable, broker connected, every consumer attached; outbox backlog reported."""
+    rt = request.app[RUNTIME]
+    checks: dict[str, Any] = {}
+    ok = True
+    try:
+        async with asyncio.timeout(2):
+            await rt.db.fetchval("SELECT 1")
+        checks["database"] = "ok"
+        if rt.relay is not None:
+            checks["outbox_backlog"] = await rt.relay.backlog()
+    except Exception as exc:
+        ok = False
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    broker_ok = rt.broker is not None and rt.broker.connected
+    checks["broker"] = "ok" if broker_ok else "disconnected"
+    ok = ok and broker_ok
+    consumers = {c.queue_name: ("attached" if c.attached else "detached") for c in rt.consumers}
+    checks["consumers"] = consumers
+    ok = ok and all(v == "attached" for v in consumers.values())
+    return json_response(
+        {"status": "ready" if ok else "not ready", "service": rt.name, "checks": checks}, status=200 if ok else 503
+    )
+
+
+@policy(OPEN)
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    if rt.relay is not None:
+        with contextlib.suppress(Exception):
+            await rt.relay.backlog()
+    resp = web.Response(body=generate_latest())
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+def run(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM; aiohttp then stops accepting, finishes requests and runs the cleanups."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional on other platforms
+        pass
+    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=15)

@@ -1,0 +1,53 @@
+"""Settings read from the environment.
+
+Common settings (broker, prefix, token verification, logging, retry policy) have no prefix and are the same for
+every service; each service adds its own with an env prefix (``CUSTOMERS_``, ``ACCOUNTS_``...).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL")
+    amqp_prefix: str = Field("", description="Prefix for every exchange and queue name (isolates test runs or tenants)")
+    log_level: str = Field("INFO", description="Python log level")
+    log_format: str = Field("json", description="`json` (one object a line) or `text`")
+    jwks_url: str = Field(
+        "http://127.0.0.1:8002/.well-known/jwks.json",
+        description="Where services fetch the public keys that verify access tokens",
+    )
+    jwt_issuer: str = Field("coworking-accounts", description="`iss` of access tokens")
+    jwt_audience: str = Field("coworking", description="`aud` of access tokens")
+    retry_delays_ms: list[int] = Field(
+        default=[1000, 5000, 30000, 120000, 600000],
+        description="Backoff between attempts of a failing message; after the last one it is dead-lettered",
+    )
+    prefetch: int = Field(50, description="Unacknowledged messages per consumer")
+    relay_batch_size: int = Field(200, description="Outbox rows published per relay round")
+    relay_poll_interval_s: float = Field(1.0, description="Fallback poll of the outbox when no NOTIFY arrives")
+    shutdown_grace_s: float = Field(10.0, description="Time in-flight messages get to finish on SIGTERM")
+
+    @field_validator("retry_delays_ms", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return [int(x) for x in v.split(",") if x.strip()]
+        return v
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings; subclasses set ``env_prefix``."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8000, description="HTTP port")
+    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/postgres", description="PostgreSQL URL")
+    db_pool_min: int = Field(2, description="Smallest database pool")
+    db_pool_max: int = Field(10, description="Largest database pool")
+    common: CommonSettings = Field(default_factory=CommonSettings)

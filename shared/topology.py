@@ -1,0 +1,118 @@
+"""The whole RabbitMQ topology, declared (idempotently) by every service at start-up so that nothing is ever
+published into the void, whichever service starts first.
+
+Per consuming handler: a quorum queue ``<service>.<handler>`` bound to the routing keys it handles, retry queues
+``<queue>.retry.<ms>ms`` (messages wait out their TTL there, then dead-letter back to the main queue), and a
+dead-letter queue ``<queue>.dlq`` holding messages that cannot be handled, each with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+from shared.events import (
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    CustomerCreatedV1,
+    SendEmailV1,
+)
+
+EVENT_LOG = "events.log"
+"""A RabbitMQ stream bound to every event (``#``): the event log. Every event is routable even before anyone
+subscribes to it (so ``mandatory`` publishing only fails on a real topology fault), and a new consumer can
+replay recent history from it (offset ``first``). Retention is bounded by age."""
+EVENT_LOG_MAX_AGE = "7D"
+
+DELIVERY_LIMIT = 10
+"""Backstop: a message redelivered this often (a consumer crashing on it) is dead-lettered by the broker."""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    exchange: str
+    bindings: tuple[str, ...]
+
+
+QUEUES: tuple[QueueSpec, ...] = (
+    QueueSpec("accounts.customer-events", EVENTS_EXCHANGE, (CustomerCreatedV1.routing_key(),)),
+    QueueSpec("notifications.send-email", COMMANDS_EXCHANGE, (SendEmailV1.routing_key(),)),
+    QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, (CustomerCreatedV1.routing_key(),)),
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str = ""
+    retry_delays_ms: tuple[int, ...] = (1000, 5000, 30000, 120000, 600000)
+
+    def exchange(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def dlq(self, name: str) -> str:
+        return f"{self.queue(name)}.dlq"
+
+    def retry_queue(self, name: str, delay_ms: int) -> str:
+        return f"{self.queue(name)}.retry.{delay_ms}ms"
+
+    def all_queue_names(self) -> list[str]:
+        names: list[str] = [self.queue(EVENT_LOG)]
+        for spec in QUEUES:
+            names += [self.queue(spec.name), self.dlq(spec.name)]
+            names += [self.retry_queue(spec.name, d) for d in sorted(set(self.retry_delays_ms))]
+        return names
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        exchanges = {
+            EVENTS_EXCHANGE: await channel.declare_exchange(
+                self.exchange(EVENTS_EXCHANGE), aio_pika.ExchangeType.TOPIC, durable=True
+            ),
+            COMMANDS_EXCHANGE: await channel.declare_exchange(
+                self.exchange(COMMANDS_EXCHANGE), aio_pika.ExchangeType.DIRECT, durable=True
+            ),
+        }
+        log = await channel.declare_queue(
+            self.queue(EVENT_LOG),
+            durable=True,
+            arguments={"x-queue-type": "stream", "x-max-age": EVENT_LOG_MAX_AGE},
+        )
+        await log.bind(exchanges[EVENTS_EXCHANGE], routing_key="#")
+        for spec in QUEUES:
+            main = self.queue(spec.name)
+            await channel.declare_queue(self.dlq(spec.name), durable=True, arguments={"x-queue-type": "quorum"})
+            queue = await channel.declare_queue(
+                main,
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": DELIVERY_LIMIT,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.dlq(spec.name),
+                },
+            )
+            for key in spec.bindings:
+                await queue.bind(exchanges[spec.exchange], routing_key=key)
+            for delay in sorted(set(self.retry_delays_ms)):
+                await channel.declare_queue(
+                    self.retry_queue(spec.name, delay),
+                    durable=True,
+                    arguments={
+                        "x-queue-type": "quorum",
+                        "x-message-ttl": delay,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": main,
+                    },
+                )
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Remove everything this topology declared (used by tests with their own prefix)."""
+        for name in self.all_queue_names():
+            await channel.queue_delete(name, if_unused=False, if_empty=False)
+        for ex in (EVENTS_EXCHANGE, COMMANDS_EXCHANGE):
+            await channel.exchange_delete(self.exchange(ex))
