@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
 from pydantic import ValidationError
 
 from shared.broker import Broker
@@ -65,6 +65,7 @@ class Consumer:
         self.after_commit = after_commit
         self._channel: AbstractRobustChannel | None = None
         self._consumer_tag: str | None = None
+        self._queue: AbstractRobustQueue | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -78,8 +79,10 @@ class Consumer:
 
     async def _attach(self) -> None:
         self._channel = await self.broker.channel(self.prefetch)
-        queue = await self._channel.get_queue(self.broker.topology.queue(self.queue_name), ensure=False)
-        self._consumer_tag = await queue.consume(self._on_message)
+        # declared (passively) on this robust channel so that the queue and its consumer are restored after a
+        # reconnect; a queue from get_queue(ensure=False) would silently not be
+        self._queue = await self._channel.declare_queue(self.broker.topology.queue(self.queue_name), passive=True)
+        self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("consuming", extra={"queue": self.queue_name})
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -87,10 +90,9 @@ class Consumer:
         if self._task and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._channel is not None and self._consumer_tag and not self._channel.is_closed:
+        if self._queue is not None and self._consumer_tag and self._channel and not self._channel.is_closed:
             with contextlib.suppress(Exception):
-                queue = await self._channel.get_queue(self.broker.topology.queue(self.queue_name), ensure=False)
-                await queue.cancel(self._consumer_tag)
+                await self._queue.cancel(self._consumer_tag)
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=grace_s)
         if self._channel is not None and not self._channel.is_closed:

@@ -146,7 +146,7 @@ async def system_factory(
 
     def make(**kwargs: object) -> InProcessSystem:
         kwargs.setdefault("amqp_url", AMQP_URL)
-        system = InProcessSystem(databases=databases, prefix=prefix, keys=keys, seal_key=seal_key, **kwargs)
+        system = InProcessSystem(databases=dict(databases), prefix=prefix, keys=keys, seal_key=seal_key, **kwargs)
         made.append(system)
         return system
 

@@ -1,0 +1,278 @@
+"""The messaging promises on the real broker and database: events leave through the outbox, duplicates have one
+effect, poison goes to the dead-letter queue with its reason, transient failures retry with backoff and end in
+the DLQ after a bounded number of attempts, and broker or database outages lose nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from shared.events import CustomerCreatedV1, SendEmailV1, make_envelope
+from tests.support.bus import EventRecorder, drain, publish_raw, queue_depth
+from tests.support.proxy import TcpProxy
+from tests.support.wait import wait_for
+
+
+def customer_created(email: str, send_welcome: bool = True, name: str = "Ada Lovelace"):
+    cid = uuid.uuid4()
+    return make_envelope(
+        CustomerCreatedV1(
+            customer_id=cid,
+            full_name=name,
+            email=email,
+            kind="contact",
+            standing="active",
+            send_welcome=send_welcome,
+        ),
+        subject=cid,
+        sequence=1,
+        producer="customers",
+        correlation_id="test",
+    )
+
+
+def body(envelope) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json"))
+
+
+def consumed(queue: str, routing_key: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "events_consumed_total", {"queue": queue, "routing_key": routing_key, "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
+async def count(system, service: str, sql: str, *args) -> int:
+    return await system.runtime(service).db.fetchval(sql, *args)
+
+
+async def test_events_leave_through_the_outbox_in_the_documented_envelope(system_factory, amqp, prefix, keys):
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory()
+    await system.start("customers")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+        resp = await http.post(
+            f"{system.urls['customers']}/v1/customers",
+            json={"full_name": "Ada", "email": "ada@example.com", "send_welcome": True},
+            headers={"X-Request-ID": "corr-1"},
+        )
+        customer = await resp.json()
+    [event] = await wait_for(lambda: recorder.of_type("customers.customer.created.v1"), what="customer.created")
+    assert event["event_type"] == "customers.customer.created"
+    assert event["event_version"] == 1
+    assert event["producer"] == "customers"
+    assert event["subject"] == customer["id"]
+    assert event["sequence"] == 1
+    assert event["correlation_id"] == "corr-1"
+    assert event["payload"]["send_welcome"] is True
+    assert event["payload"]["email"] == "ada@example.com"
+    message = recorder.messages[0]
+    assert message.message_id == event["event_id"]
+    assert message.delivery_mode == 2  # persistent
+    assert await wait_for(
+        lambda: count(system, "customers", "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"),
+        what="outbox row marked published",
+    )
+
+
+async def test_the_same_event_delivered_twice_creates_one_account_and_sends_one_email(
+    system_factory, amqp, prefix, smtp
+):
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("accounts", "notifications")
+    envelope = customer_created("twice@example.com")
+    before = consumed("accounts.customer-events", "customers.customer.created.v1", "duplicate")
+    for _ in range(2):
+        await publish_raw(amqp, f"{prefix}events", envelope.routing_key, body(envelope), str(envelope.event_id))
+    await wait_for(lambda: smtp.to("twice@example.com"), what="the welcome email")
+    await wait_for(
+        lambda: consumed("accounts.customer-events", "customers.customer.created.v1", "duplicate") > before,
+        what="the duplicate to be consumed",
+    )
+    assert await count(system, "accounts", "SELECT count(*) FROM accounts WHERE customer_id IS NOT NULL") == 1
+    assert await count(system, "accounts", "SELECT count(*) FROM invitations") == 1
+    assert await count(system, "notifications", "SELECT count(*) FROM deliveries") == 1
+    assert len(smtp.to("twice@example.com")) == 1
+
+
+async def test_a_repeated_send_email_request_with_a_new_event_id_still_sends_once(system_factory, amqp, prefix, smtp):
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("notifications")
+    command = SendEmailV1(
+        request_key="welcome:fixed",
+        template="welcome",
+        to_email="once@example.com",
+        to_name="Once",
+        context={"full_name": "Once", "expires_at": "2030-01-01T00:00:00+00:00"},
+        sealed_context=None,
+    )
+    for _ in range(2):  # two distinct events carrying the same request
+        env = make_envelope(command, subject="x", sequence=1, producer="accounts")
+        await publish_raw(amqp, f"{prefix}commands", env.routing_key, body(env))
+    # without the sealed link the template cannot render: the delivery fails permanently, still only once
+    await wait_for(
+        lambda: count(system, "notifications", "SELECT count(*) FROM deliveries WHERE status <> 'pending'"),
+        what="the delivery to be settled",
+    )
+    assert await count(system, "notifications", "SELECT count(*) FROM deliveries") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "invalid JSON"),
+        (b'{"event_id": "x"}', "schema validation failed"),
+        ("payload", "schema validation failed"),
+        ("version", "unknown event type or version"),
+    ],
+)
+async def test_poison_messages_go_to_the_dead_letter_queue_with_their_reason_and_consumption_continues(
+    system_factory, amqp, prefix, raw, reason
+):
+    system = system_factory()
+    await system.start("accounts")
+    good = customer_created("after-poison@example.com", send_welcome=True)
+    if raw == "payload":
+        bad = customer_created("x@example.com").model_dump(mode="json")
+        del bad["payload"]["email"]
+        raw = orjson.dumps(bad)
+    elif raw == "version":
+        bad = customer_created("x@example.com").model_dump(mode="json")
+        bad["event_version"] = 9
+        raw = orjson.dumps(bad)
+    await publish_raw(amqp, f"{prefix}events", "customers.customer.created.v1", raw)
+    await publish_raw(amqp, f"{prefix}events", good.routing_key, body(good), str(good.event_id))
+    await wait_for(
+        lambda: count(
+            system, "accounts", "SELECT count(*) FROM accounts WHERE customer_id = $1", good.payload["customer_id"]
+        ),
+        what="the good message after the poison to be handled",
+    )
+    dlq = f"{prefix}accounts.customer-events.dlq"
+    await wait_for(lambda: queue_depth(amqp, dlq), what="the poison message in the DLQ")
+    [dead] = await drain(amqp, dlq)
+    assert reason in dead.headers["x-dead-letter-reason"]
+    assert dead.headers["x-original-routing-key"] == "customers.customer.created.v1"
+    assert dead.body == raw
+    assert await queue_depth(amqp, f"{prefix}accounts.customer-events") == 0
+
+
+async def test_database_outage_is_retried_with_backoff_and_the_event_is_handled_once_it_is_back(
+    system_factory, amqp, prefix, databases
+):
+    """accounts reaches PostgreSQL through a proxy; the proxy refuses connections while the event arrives."""
+    host, port = "127.0.0.1", 5432
+    proxy = TcpProxy(host, port)
+    await proxy.start()
+    direct = databases["accounts"]
+    system = system_factory(retry_delays_ms=[300, 600, 1200, 2400])
+    system.databases["accounts"] = direct.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+    await system.start("accounts")
+    await proxy.cut()
+    envelope = customer_created("db-down@example.com")
+    await publish_raw(amqp, f"{prefix}events", envelope.routing_key, body(envelope), str(envelope.event_id))
+    await wait_for(
+        lambda: consumed("accounts.customer-events", "customers.customer.created.v1", "retried") >= 1,
+        what="a retry while the database is down",
+    )
+    await proxy.restore()
+    conn = await asyncpg.connect(direct)
+    try:
+        await wait_for(
+            lambda: conn.fetchval("SELECT count(*) FROM accounts WHERE email = 'db-down@example.com'"),
+            timeout=15,
+            what="the account once the database is back",
+        )
+        assert await conn.fetchval("SELECT count(*) FROM invitations") == 1
+    finally:
+        await conn.close()
+        await proxy.close()
+    assert await queue_depth(amqp, f"{prefix}accounts.customer-events.dlq") == 0
+
+
+async def test_a_failure_that_never_clears_ends_in_the_dlq_after_bounded_attempts(system_factory, amqp, prefix):
+    """The notifications database is gone for good: the command is retried len(retry_delays) times, then
+    dead-lettered with the last error, never redelivered forever."""
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    system = system_factory(retry_delays_ms=[50, 100])
+    system.databases["notifications"] = system.databases["notifications"].replace(
+        "127.0.0.1:5432", f"127.0.0.1:{proxy.port}"
+    )
+    await system.start("notifications")
+    await proxy.cut()
+    env = make_envelope(
+        SendEmailV1(request_key="k", template="welcome", to_email="a@example.com", to_name="A"),
+        subject="x",
+        sequence=1,
+        producer="accounts",
+    )
+    await publish_raw(amqp, f"{prefix}commands", env.routing_key, body(env))
+    dlq = f"{prefix}notifications.send-email.dlq"
+    await wait_for(lambda: queue_depth(amqp, dlq), timeout=15, what="the message in the DLQ")
+    [dead] = await drain(amqp, dlq)
+    assert "gave up after 3 attempts" in dead.headers["x-dead-letter-reason"]
+    assert dead.headers["x-attempt"] == 2
+    await proxy.restore()
+    await proxy.close()
+
+
+async def test_a_customer_created_while_rabbitmq_is_unreachable_is_published_when_it_returns(
+    system_factory, amqp, prefix, keys
+):
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.3")
+    await system.start("customers")
+    await proxy.cut()
+    await wait_for(lambda: not system.runtime("customers").broker.connected, what="the broker to be seen down")
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+        resp = await http.post(
+            f"{system.urls['customers']}/v1/customers", json={"full_name": "Offline", "email": "off@example.com"}
+        )
+        assert resp.status == 201
+        ready = await http.get(f"{system.urls['customers']}/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["checks"]["broker"] == "disconnected"
+    assert await count(system, "customers", "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
+    await proxy.restore()
+    [event] = await wait_for(
+        lambda: recorder.of_type("customers.customer.created.v1"), timeout=20, what="the event after the outage"
+    )
+    assert event["payload"]["email"] == "off@example.com"
+
+    async def drained() -> bool:
+        return await count(system, "customers", "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+    await wait_for(drained, what="the outbox to drain")
+    assert len(recorder.of_type("customers.customer.created.v1")) == 1
+    await proxy.close()
+
+
+async def test_consumers_reattach_after_their_connection_is_cut(system_factory, amqp, prefix, smtp):
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    system = system_factory(
+        amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.3", smtp_port=smtp.port
+    )
+    await system.start("accounts", "notifications")
+    for _ in range(3):
+        await proxy.cut()
+        await wait_for(lambda: not system.runtime("accounts").consumers[0].attached, what="consumer detached")
+        await proxy.restore()
+        await wait_for(lambda: system.runtime("accounts").consumers[0].attached, timeout=20, what="reattached")
+    await system.wait_ready("accounts")
+    await system.wait_ready("notifications")
+    envelope = customer_created("after-cuts@example.com")
+    await publish_raw(amqp, f"{prefix}events", envelope.routing_key, body(envelope), str(envelope.event_id))
+    await wait_for(lambda: smtp.to("after-cuts@example.com"), timeout=15, what="the welcome email after the cuts")
+    assert await count(system, "accounts", "SELECT count(*) FROM accounts WHERE customer_id IS NOT NULL") == 1
+    await proxy.close()
