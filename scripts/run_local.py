@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
+LOCAL = Path(os.environ.get("COWORKING_LOCAL_DIR", ROOT / ".local"))
 SERVICES = ("customers", "accounts", "visitors", "notifications")
 
 
@@ -81,13 +81,14 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(
-        "\nRunning: customers http://127.0.0.1:8001  accounts http://127.0.0.1:8002  "
-        "visitors http://127.0.0.1:8003  notifications http://127.0.0.1:8004\n"
-        f"Emails are written to {env['NOTIFICATIONS_MAIL_DIR']} unless NOTIFICATIONS_SMTP_HOST is set. "
-        "Ctrl-C stops everything.\n",
-        flush=True,
+    defaults = {"customers": 8001, "accounts": 8002, "visitors": 8003, "notifications": 8004}
+    urls = "  ".join(f"{n} http://127.0.0.1:{env.get(f'{n.upper()}_PORT', p)}" for n, p in defaults.items())
+    mail = (
+        f"Emails go to SMTP {env['NOTIFICATIONS_SMTP_HOST']}"
+        if env.get("NOTIFICATIONS_SMTP_HOST")
+        else f"Emails are written to {env['NOTIFICATIONS_MAIL_DIR']}"
     )
+    print(f"\nRunning: {urls}\n{mail}. Ctrl-C stops everything.\n", flush=True)
     exit_code = 0
     while not stopping:
         for name, p in procs.items():

@@ -6,8 +6,24 @@ every service; each service adds its own with an env prefix (``CUSTOMERS_``, ``A
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_list(v: Any) -> Any:
+    """Lists in the environment: JSON (``[1, 2]``) or comma-separated (``1,2``)."""
+    if isinstance(v, str):
+        v = v.strip()
+        if v.startswith("["):
+            return orjson.loads(v)
+        return [x.strip() for x in v.split(",") if x.strip()]
+    return v
+
+
+EnvList = NoDecode, BeforeValidator(_split_list)
 
 
 class CommonSettings(BaseSettings):
@@ -23,7 +39,7 @@ class CommonSettings(BaseSettings):
     )
     jwt_issuer: str = Field("coworking-accounts", description="`iss` of access tokens")
     jwt_audience: str = Field("coworking", description="`aud` of access tokens")
-    retry_delays_ms: list[int] = Field(
+    retry_delays_ms: Annotated[list[int], *EnvList] = Field(
         default=[1000, 5000, 30000, 120000, 600000],
         description="Backoff between attempts of a failing message; after the last one it is dead-lettered",
     )
@@ -31,13 +47,6 @@ class CommonSettings(BaseSettings):
     relay_batch_size: int = Field(200, description="Outbox rows published per relay round")
     relay_poll_interval_s: float = Field(1.0, description="Fallback poll of the outbox when no NOTIFY arrives")
     shutdown_grace_s: float = Field(10.0, description="Time in-flight messages get to finish on SIGTERM")
-
-    @field_validator("retry_delays_ms", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        if isinstance(v, str) and not v.strip().startswith("["):
-            return [int(x) for x in v.split(",") if x.strip()]
-        return v
 
 
 class ServiceSettings(BaseSettings):

@@ -1,9 +1,10 @@
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import EnvList, ServiceSettings
 
 
 class AccountsSettings(ServiceSettings):
@@ -14,7 +15,7 @@ class AccountsSettings(ServiceSettings):
     jwt_private_key_file: Path | None = Field(
         None, description="PEM file of the EC P-256 key that signs access tokens (required to serve)"
     )
-    jwt_extra_public_key_files: list[Path] = Field(
+    jwt_extra_public_key_files: Annotated[list[Path], *EnvList] = Field(
         default_factory=list,
         description="PEM public keys still published in the JWKS (previous keys during a rotation)",
     )

@@ -1,9 +1,10 @@
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import EnvList, ServiceSettings
 
 
 class NotificationsSettings(ServiceSettings):
@@ -26,7 +27,7 @@ class NotificationsSettings(ServiceSettings):
     mail_dir: Path = Field(Path(".local/mail"), description="Folder of .eml files when no SMTP server is set")
     mail_from: str = Field("Coworking <no-reply@coworking.invalid>", description="From header of every email")
     space_name: str = Field("Coworking", description="Name of the space, used in email texts")
-    send_retry_delays_s: list[float] = Field(
+    send_retry_delays_s: Annotated[list[float], *EnvList] = Field(
         default=[5, 30, 120, 600, 1800, 3600],
         description="Waits between attempts after a temporary SMTP failure; then the delivery fails",
     )

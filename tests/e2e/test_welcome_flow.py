@@ -1,0 +1,213 @@
+"""The defining flow, as an operator and the invited person live it, against the four service processes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+
+import aiohttp
+import asyncpg
+import jwt
+import pytest
+
+from tests.integration.test_notifications import text_and_html
+from tests.support.bus import EventRecorder
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.e2e
+OPERATOR_PASSWORD = "operator passphrase 1"
+PASSWORD = "my own long passphrase"
+
+
+async def operator_token(running, http) -> str:
+    made = running.cli(
+        "services.accounts",
+        "create-operator",
+        "--email",
+        "ops@example.com",
+        "--name",
+        "Olga",
+        "--password-stdin",
+        stdin=OPERATOR_PASSWORD + "\n",
+    )
+    assert made.returncode == 0, made.stderr
+    resp = await http.post(
+        f"{running.urls['accounts']}/v1/tokens", json={"email": "ops@example.com", "password": OPERATOR_PASSWORD}
+    )
+    assert resp.status == 200
+    return (await resp.json())["access_token"]
+
+
+async def test_an_operator_creates_a_customer_with_welcome_and_the_person_activates_and_logs_in(
+    running, smtp_server, amqp, prefix
+):
+    recorder = await EventRecorder(amqp, prefix).start()
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {await operator_token(running, http)}"}
+        resp = await http.post(
+            f"{running.urls['customers']}/v1/customers",
+            json={"full_name": "Ada Lovelace", "email": "ada@example.com", "send_welcome": True},
+            headers=admin,
+        )
+        created_at = time.monotonic()
+        assert resp.status == 201
+        customer = await resp.json()
+        assert (customer["kind"], customer["standing"]) == ("contact", "active")
+        assert resp.headers["Location"] == f"/v1/customers/{customer['id']}"
+
+        # within a second: exactly one welcome email, greeting by name, with the set-password link
+        [message] = await wait_for(lambda: smtp_server.to("ada@example.com"), timeout=5, what="the welcome email")
+        elapsed = time.monotonic() - created_at
+        assert elapsed < 1.0, f"the welcome email took {elapsed:.2f}s"
+        text, html = text_and_html(message)
+        assert "Hello Ada Lovelace," in text and "Ada Lovelace" in html
+        link = re.search(r"(http://127\.0\.0\.1:\d+/activate)#token=(\S+)", text)
+        assert link, text
+        page_url, token = link.groups()
+
+        accounts = await (
+            await http.get(
+                f"{running.urls['accounts']}/v1/accounts", params={"customer_id": customer["id"]}, headers=admin
+            )
+        ).json()
+        [account] = accounts["items"]
+        assert account["status"] == "invited"
+        deliveries = await (
+            await http.get(
+                f"{running.urls['notifications']}/v1/deliveries", params={"customer_id": customer["id"]}, headers=admin
+            )
+        ).json()
+        [delivery] = deliveries["items"]
+        assert (delivery["status"], delivery["template"]) == ("sent", "welcome")
+
+        # the bus carried the three events, in the envelope, following one correlation id
+        for key in ("customers.customer.created.v1", "accounts.account.created.v1", "notifications.email.sent.v1"):
+            await wait_for(lambda key=key: recorder.of_type(key), what=key)
+        events = {f"{e['event_type']}.v{e['event_version']}": e for e in recorder.events}
+        correlation = events["customers.customer.created.v1"]["correlation_id"]
+        assert correlation == resp.headers["X-Request-ID"]
+        for key, event in events.items():
+            assert event["correlation_id"] == correlation, key
+            assert set(event) >= {
+                "event_id",
+                "event_type",
+                "event_version",
+                "occurred_at",
+                "producer",
+                "correlation_id",
+                "causation_id",
+                "subject",
+                "sequence",
+                "payload",
+            }
+        assert (
+            events["accounts.account.created.v1"]["causation_id"] == events["customers.customer.created.v1"]["event_id"]
+        )
+        assert events["accounts.account.created.v1"]["payload"]["customer_id"] == customer["id"]
+
+        # the person follows the link: the page is there, the password is set once
+        page = await http.get(page_url)
+        assert page.status == 200 and "Set your password" in await page.text()
+        activation = await http.post(
+            f"{running.urls['accounts']}/v1/activations", json={"token": token, "password": PASSWORD}
+        )
+        assert activation.status == 200
+        assert (
+            await http.post(f"{running.urls['accounts']}/v1/activations", json={"token": token, "password": PASSWORD})
+        ).status == 400
+        await wait_for(lambda: recorder.of_type("accounts.account.activated.v1"), what="account.activated")
+
+        grant = await http.post(
+            f"{running.urls['accounts']}/v1/tokens", json={"email": "ada@example.com", "password": PASSWORD}
+        )
+        assert grant.status == 200
+        access = (await grant.json())["access_token"]
+        claims = jwt.decode(access, options={"verify_signature": False})
+        assert claims["customer_id"] == customer["id"]
+        # a customer's token is not an operator's
+        forbidden = await http.get(
+            f"{running.urls['customers']}/v1/customers", headers={"Authorization": f"Bearer {access}"}
+        )
+        assert forbidden.status == 403
+
+    assert len(smtp_server.to("ada@example.com")) == 1
+    logs = running.all_logs()
+    assert token not in logs and PASSWORD not in logs and OPERATOR_PASSWORD not in logs
+
+
+async def test_without_the_welcome_flag_there_is_no_account_and_no_email(running, smtp_server, amqp, prefix):
+    recorder = await EventRecorder(amqp, prefix).start()
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {await operator_token(running, http)}"}
+        resp = await http.post(
+            f"{running.urls['customers']}/v1/customers",
+            json={"full_name": "Quiet Contact", "email": "quiet@example.com"},
+            headers=admin,
+        )
+        assert resp.status == 201
+        customer = await resp.json()
+        [event] = await wait_for(lambda: recorder.of_type("customers.customer.created.v1"), what="customer.created")
+        assert event["payload"]["send_welcome"] is False
+        conn = await asyncpg.connect(running.env["ACCOUNTS_DATABASE_URL"])
+        try:
+            await wait_for(
+                lambda: conn.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", event["event_id"]),
+                what="accounts to have handled the event",
+            )
+            assert await conn.fetchval("SELECT count(*) FROM accounts WHERE customer_id = $1", customer["id"]) == 0
+        finally:
+            await conn.close()
+        got = await http.get(f"{running.urls['customers']}/v1/customers/{customer['id']}", headers=admin)
+        assert (await got.json())["full_name"] == "Quiet Contact"
+        deliveries = await (
+            await http.get(
+                f"{running.urls['notifications']}/v1/deliveries", params={"customer_id": customer["id"]}, headers=admin
+            )
+        ).json()
+        assert deliveries["items"] == []
+    assert smtp_server.to("quiet@example.com") == []
+    assert recorder.of_type("accounts.account.created.v1") == []
+
+
+async def test_sigterm_and_ctrl_c_stop_every_service_cleanly(running):
+    codes = running.stop(signal.SIGINT, timeout=20)
+    assert codes == {name: 0 for name in running.procs}, running.all_logs()[-3000:]
+
+
+async def test_operator_command_refuses_a_short_password_and_a_duplicate_email(running):
+    short = running.cli(
+        "services.accounts",
+        "create-operator",
+        "--email",
+        "o@example.com",
+        "--name",
+        "O",
+        "--password-stdin",
+        stdin="short\n",
+    )
+    assert short.returncode == 1 and "at least" in short.stderr
+    ok = running.cli(
+        "services.accounts",
+        "create-operator",
+        "--email",
+        "o@example.com",
+        "--name",
+        "O",
+        "--password-stdin",
+        stdin=OPERATOR_PASSWORD + "\n",
+    )
+    assert ok.returncode == 0
+    again = running.cli(
+        "services.accounts",
+        "create-operator",
+        "--email",
+        "O@example.com",
+        "--name",
+        "O",
+        "--password-stdin",
+        stdin=OPERATOR_PASSWORD + "\n",
+    )
+    assert again.returncode == 1 and "already exists" in again.stderr
+    await asyncio.sleep(0)

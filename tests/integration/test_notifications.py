@@ -1,0 +1,148 @@
+"""Email delivery against a real SMTP server: templates, temporary failures retried with backoff, permanent
+rejections recorded and announced, the .eml file backend, and what operators see in /v1/deliveries."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+
+import aiohttp
+
+from shared.events import SendEmailV1, make_envelope
+from shared.sealing import load_key, seal
+from tests.integration.test_messaging import body
+from tests.support.bus import EventRecorder, publish_raw
+from tests.support.wait import wait_for
+
+
+def welcome_command(to: str, seal_key: str, link: str = "http://portal.test/activate#token=abc") -> SendEmailV1:
+    return SendEmailV1(
+        request_key=f"welcome:{uuid.uuid4()}",
+        template="welcome",
+        to_email=to,
+        to_name="Grace <Hopper>",
+        customer_id=uuid.uuid4(),
+        account_id=uuid.uuid4(),
+        context={"full_name": "Grace <Hopper>", "expires_at": "2030-01-01T12:00:00+00:00"},
+        sealed_context=seal(load_key(seal_key), {"set_password_url": link}),
+    )
+
+
+async def send(amqp, prefix: str, command: SendEmailV1) -> None:
+    env = make_envelope(command, subject=command.account_id, sequence=1, producer="accounts", correlation_id="c-1")
+    await publish_raw(amqp, f"{prefix}commands", env.routing_key, body(env))
+
+
+def text_and_html(message) -> tuple[str, str]:
+    return (
+        message.get_body(preferencelist=("plain",)).get_content(),
+        message.get_body(preferencelist=("html",)).get_content(),
+    )
+
+
+async def test_welcome_email_is_rendered_from_templates_in_text_and_html(system_factory, amqp, prefix, smtp, seal_key):
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("notifications")
+    await send(amqp, prefix, welcome_command("grace@example.com", seal_key))
+    [message] = await wait_for(lambda: smtp.to("grace@example.com"), what="the email")
+    text, html = text_and_html(message)
+    assert "Hello Grace <Hopper>," in text
+    assert "http://portal.test/activate#token=abc" in text
+    assert "Hello Grace &lt;Hopper&gt;," in html  # names are escaped in HTML
+    assert 'href="http://portal.test/activate#token=abc"' in html
+    assert "set your password" in message["Subject"].lower()
+    row = await system.runtime("notifications").db.fetchrow("SELECT status, sealed_context, attempts FROM deliveries")
+    assert (row["status"], row["sealed_context"], row["attempts"]) == ("sent", None, 1)
+
+
+async def test_temporary_smtp_failures_are_retried_with_backoff_until_sent(
+    system_factory, amqp, prefix, smtp, seal_key
+):
+    smtp.behaviour.temporary_failures = 2
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(smtp_port=smtp.port, send_retry_delays_s=[0.2, 0.2, 0.2])
+    await system.start("notifications")
+    await send(amqp, prefix, welcome_command("later@example.com", seal_key))
+    await wait_for(lambda: smtp.to("later@example.com"), what="the email after retries")
+    assert smtp.temporary_rejections == 2
+    [sent] = await wait_for(lambda: recorder.of_type("notifications.email.sent.v1"), what="email.sent")
+    assert sent["payload"]["attempts"] == 3
+    assert sent["correlation_id"] == "c-1"
+    assert len(smtp.to("later@example.com")) == 1
+
+
+async def test_a_permanently_rejected_address_is_recorded_failed_and_announced(
+    system_factory, amqp, prefix, smtp, seal_key, keys
+):
+    smtp.behaviour.reject_recipients = {"nobody@example.com"}
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("notifications")
+    command = welcome_command("nobody@example.com", seal_key)
+    await send(amqp, prefix, command)
+    [failed] = await wait_for(lambda: recorder.of_type("notifications.email.failed.v1"), what="email.failed")
+    assert failed["payload"]["permanent"] is True
+    assert "550" in failed["payload"]["reason"]
+    assert str(command.customer_id) == failed["payload"]["customer_id"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+        resp = await http.get(
+            f"{system.urls['notifications']}/v1/deliveries", params={"customer_id": str(command.customer_id)}
+        )
+        [delivery] = (await resp.json())["items"]
+    assert delivery["status"] == "failed"
+    assert "550" in delivery["last_error"]
+    assert "sealed_context" not in delivery
+    assert smtp.to("nobody@example.com") == []
+
+
+async def test_temporary_failures_that_never_clear_end_as_a_failed_delivery(
+    system_factory, amqp, prefix, smtp, seal_key
+):
+    smtp.behaviour.temporary_failures = 100
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(smtp_port=smtp.port, send_retry_delays_s=[0.1, 0.1])
+    await system.start("notifications")
+    await send(amqp, prefix, welcome_command("never@example.com", seal_key))
+    [failed] = await wait_for(lambda: recorder.of_type("notifications.email.failed.v1"), what="email.failed")
+    assert failed["payload"]["permanent"] is False
+    assert failed["payload"]["attempts"] == 3
+    assert smtp.temporary_rejections == 3
+
+
+async def test_without_smtp_the_email_is_written_as_an_eml_file(system_factory, amqp, prefix, seal_key, mail_dir):
+    system = system_factory(mail_dir=mail_dir)
+    await system.start("notifications")
+    await send(amqp, prefix, welcome_command("file@example.com", seal_key))
+    [path] = await wait_for(lambda: list(mail_dir.glob("*.eml")), what="an .eml file")
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert "file@example.com" in message["To"]
+    assert "http://portal.test/activate#token=abc" in text_and_html(message)[0]
+
+
+async def test_deliveries_need_an_operator_and_page_with_a_cursor(system_factory, keys, smtp, amqp, prefix, seal_key):
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("notifications")
+    for i in range(3):
+        await send(amqp, prefix, welcome_command(f"p{i}@example.com", seal_key))
+    url = f"{system.urls['notifications']}/v1/deliveries"
+    async with aiohttp.ClientSession() as http:
+        assert (await http.get(url)).status == 401
+        member = {"Authorization": f"Bearer {keys.token('member', uuid.uuid4())}"}
+        assert (await http.get(url, headers=member)).status == 403
+        admin = {"Authorization": f"Bearer {keys.token()}"}
+
+        async def all_sent() -> bool:
+            page = await (await http.get(url, headers=admin, params={"status": "sent"})).json()
+            return len(page["items"]) == 3
+
+        await wait_for(all_sent, what="three sent deliveries")
+        first = await (await http.get(url, headers=admin, params={"limit": "2"})).json()
+        second = await (
+            await http.get(url, headers=admin, params={"limit": "2", "cursor": first["next_cursor"]})
+        ).json()
+        assert len(first["items"]) == 2 and len(second["items"]) == 1 and second["next_cursor"] is None
+        ids = {d["id"] for d in first["items"] + second["items"]}
+        assert len(ids) == 3
+        one = await http.get(f"{url}/{first['items'][0]['id']}", headers=admin)
+        assert (await one.json())["to_email"].endswith("@example.com")
