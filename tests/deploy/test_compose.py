@@ -95,7 +95,9 @@ def run_init_secrets(target: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def run_shell(script: str, secrets: Path, stand_in: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+def run_shell(
+    script: str, secrets: Path, stand_in: str, tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], Any]:
     """Run a container's ``sh -euc`` script with its /secrets paths moved to ``secrets`` and ``stand_in`` (the program
     it execs) replaced by a script that records its arguments and environment."""
     bin_dir = tmp_path / "bin"
@@ -211,9 +213,7 @@ def test_service_command_starts_it_with_its_secrets(
 
 
 @pytest.mark.parametrize("name", APPS)
-def test_service_refuses_to_start_without_its_secrets(
-    services: dict[str, Any], tmp_path: Path, name: str
-) -> None:
+def test_service_refuses_to_start_without_its_secrets(services: dict[str, Any], tmp_path: Path, name: str) -> None:
     proc, record = run_shell(services[name]["command"][0], tmp_path / "empty", "python", tmp_path)
     assert proc.returncode != 0
     assert record is None
@@ -226,12 +226,12 @@ def test_seal_key_reaches_accounts_and_notifications_only(services: dict[str, An
         volumes = set(mounts(service).values())
         assert (seal_volume in volumes) == (name in {"accounts", "notifications", "secrets"}), name
         assert (signing_volume in volumes) == (name in {"accounts", "secrets"}), name
-    assert services["accounts"]["environment"]["ACCOUNTS_JWT_PRIVATE_KEY_FILE"] == "/secrets/signing/jwt-signing-key.pem"
+    assert (
+        services["accounts"]["environment"]["ACCOUNTS_JWT_PRIVATE_KEY_FILE"] == "/secrets/signing/jwt-signing-key.pem"
+    )
 
 
-def test_every_secret_a_service_reads_is_generated_and_mounted(
-    services: dict[str, Any], secrets_dir: Path
-) -> None:
+def test_every_secret_a_service_reads_is_generated_and_mounted(services: dict[str, Any], secrets_dir: Path) -> None:
     generated = mounts(services["secrets"])  # mount point → volume, as the init script writes them
     for name, service in services.items():
         if name == "secrets":
@@ -290,10 +290,10 @@ def test_no_secret_is_written_in_the_deploy_files(raw: dict[str, Any], services:
         for password in re.findall(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:(\$\$\([^)]*\)|[^@\s]*)@", value):
             assert password.startswith("$$(cat /secrets/"), f"password in {value!r}"
             url_passwords.append(password)
-    assert len(url_passwords) == len(APPS)  # the AMQP_URL of each service, read from the secrets volume
         for token in re.findall(r"[A-Za-z0-9_+=-]{24,}", value):
             looks_random = re.search(r"[0-9]", token) and re.search(r"[a-z]", token) and re.search(r"[A-Z]", token)
             assert not looks_random, f"{token!r} looks like a key"
+    assert len(url_passwords) == len(APPS)  # the AMQP_URL of each service, read from the secrets volume
     for name, service in services.items():
         for var in service.get("environment", {}):
             if re.search(r"PASS|SECRET|TOKEN|_KEY$", var):
