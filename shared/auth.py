@@ -140,20 +140,29 @@ class JwksVerifier(TokenVerifier):
         if kid in self._keys:
             return self._keys[kid]
         async with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= self.min_refresh_s:
-                await self._refresh()
+            due = time.monotonic() - self._fetched_at >= self.min_refresh_s
+            if kid not in self._keys and due and not await self._refresh() and not self._keys:
+                # the issuer cannot be reached and no key is known yet: the token may well be valid
+                raise Problem(
+                    503,
+                    "Cannot verify tokens now",
+                    "The token issuer's public keys are unavailable; try again shortly",
+                    type_="urn:problem:jwks-unavailable",
+                    headers={"Retry-After": "1"},
+                )
         return self._keys.get(kid)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self) -> bool:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         try:
             async with self._session.get(self.url) as resp:
                 resp.raise_for_status()
                 data = await resp.json()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("could not fetch JWKS", extra={"url": self.url, "error": str(exc)})
-            return
+            self._fetched_at = time.monotonic() - self.min_refresh_s + 1.0  # try again in a second, not at once
+            return False
         self._fetched_at = time.monotonic()
         keys = {}
         for jwk in data.get("keys", []):
@@ -162,6 +171,7 @@ class JwksVerifier(TokenVerifier):
             except (jwt.PyJWTError, KeyError):
                 continue
         self._keys = keys
+        return True
 
 
 def _unauthorized(detail: str) -> Problem:

@@ -66,6 +66,8 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval_s: float = 1.0,
         retention_s: float = 7 * 24 * 3600,
+        inbox_retention_s: float = 14 * 24 * 3600,
+        extra_cleanup: tuple[str, ...] = (),
     ) -> None:
         self.pool = pool
         self.dsn = dsn
@@ -73,6 +75,8 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.retention_s = retention_s
+        self.inbox_retention_s = inbox_retention_s
+        self.extra_cleanup = extra_cleanup
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -179,8 +183,15 @@ class OutboxRelay:
         return int(n)
 
     async def cleanup(self) -> None:
-        """Delete rows published longer ago than the retention period."""
+        """Delete outbox rows published longer ago than their retention, and inbox rows older than theirs (far
+        beyond any redelivery or retry window, so deduplication still holds), plus the service's own expired
+        rows (``extra_cleanup``). Safe in several replicas: deletes are idempotent."""
         self._last_cleanup = time.monotonic()
         await self.pool.execute(
             "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)", self.retention_s
         )
+        await self.pool.execute(
+            "DELETE FROM inbox WHERE received_at < now() - make_interval(secs => $1)", self.inbox_retention_s
+        )
+        for sql in self.extra_cleanup:
+            await self.pool.execute(sql)

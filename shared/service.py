@@ -60,6 +60,7 @@ def create_service_app(
     consumers: dict[str, dict[str, Handler]] | None = None,
     verifier: TokenVerifier | None = None,
     migrate_on_start: bool = True,
+    cleanup_sql: tuple[str, ...] = (),
 ) -> web.Application:
     common = settings.common
     app = web.Application(
@@ -87,6 +88,7 @@ def create_service_app(
             rt.broker,
             batch_size=common.relay_batch_size,
             poll_interval_s=common.relay_poll_interval_s,
+            extra_cleanup=cleanup_sql,
         )
         rt.relay.start()
         for queue, handlers in rt.consumers_spec.items():

@@ -276,3 +276,28 @@ async def test_consumers_reattach_after_their_connection_is_cut(system_factory, 
     await wait_for(lambda: smtp.to("after-cuts@example.com"), timeout=15, what="the welcome email after the cuts")
     assert await count(system, "accounts", "SELECT count(*) FROM accounts WHERE customer_id IS NOT NULL") == 1
     await proxy.close()
+
+
+async def test_cleanup_removes_old_outbox_and_inbox_rows_but_keeps_recent_and_unpublished_ones(system_factory):
+    system = system_factory()
+    await system.start("customers")
+    db = system.runtime("customers").db
+    await db.execute(
+        """INSERT INTO outbox (event_id, exchange, routing_key, body, published_at, next_attempt_at) VALUES
+           (gen_random_uuid(), 'events', 'k', '\\x00', now() - interval '8 days', now()),
+           (gen_random_uuid(), 'events', 'k', '\\x00', now() - interval '1 day', now()),
+           (gen_random_uuid(), 'events', 'k', '\\x00', NULL, now() + interval '1 hour')"""
+    )
+    await db.execute(
+        """INSERT INTO inbox (consumer, event_id, received_at) VALUES
+           ('q', gen_random_uuid(), now() - interval '15 days'), ('q', gen_random_uuid(), now() - interval '1 day')"""
+    )
+    await db.execute(
+        """INSERT INTO idempotency_keys (scope, key, request_hash, status, response, created_at) VALUES
+           ('s', 'old', 'h', 201, '{}', now() - interval '25 hours'), ('s', 'new', 'h', 201, '{}', now())"""
+    )
+    await system.runtime("customers").relay.cleanup()
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 2
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
+    assert await db.fetchval("SELECT count(*) FROM inbox") == 1
+    assert await db.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["new"]
