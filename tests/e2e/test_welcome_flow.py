@@ -172,8 +172,12 @@ async def test_without_the_welcome_flag_there_is_no_account_and_no_email(running
 
 
 async def test_sigterm_and_ctrl_c_stop_every_service_cleanly(running):
-    codes = running.stop(signal.SIGINT, timeout=20)
+    sent = {"customers": signal.SIGTERM, "accounts": signal.SIGINT, "visitors": signal.SIGTERM, "notifications": signal.SIGINT}
+    for name, sig in sent.items():
+        running.procs[name].send_signal(sig)
+    codes = {name: proc.wait(timeout=20) for name, proc in running.procs.items()}
     assert codes == {name: 0 for name in running.procs}, running.all_logs()[-3000:]
+    assert "Traceback" not in running.all_logs()
 
 
 async def test_operator_command_refuses_a_short_password_and_a_duplicate_email(running):
