@@ -125,6 +125,10 @@ class OutboxRelay:
                 log.warning("outbox relay round failed", extra={"error": str(exc)})
                 published = 0
                 await asyncio.sleep(min(self.poll_interval_s, 1.0))
+            except Exception:  # never let the relay die: log, back off, go on
+                log.exception("outbox relay round failed unexpectedly")
+                published = 0
+                await asyncio.sleep(1.0)
             if published >= self.batch_size:
                 continue  # more may be waiting
             self._wake.clear()

@@ -86,6 +86,10 @@ class Dispatcher:
                 log.warning("dispatch round failed", extra={"error": str(exc)})
                 n = 0
                 await asyncio.sleep(1)
+            except Exception:  # never let the dispatcher die: log, back off, go on
+                log.exception("dispatch round failed unexpectedly")
+                n = 0
+                await asyncio.sleep(1)
             if n >= self.batch_size:
                 continue
             self._wake.clear()
@@ -115,18 +119,18 @@ class Dispatcher:
                 if row["sealed_context"]:
                     context.update(unseal(self.seal_key, row["sealed_context"]))
                 subject, text, html = self.renderer.render(row["template"], context)
-            except (SealError, Exception) as exc:  # a message we can never render: fail it, do not retry
-                return "permanent", None, f"cannot render: {type(exc).__name__}: {exc}"
-            message = build_message(
-                delivery_id=row["id"],
-                mail_from=self.mail_from,
-                to_email=row["to_email"],
-                to_name=row["to_name"],
-                subject=subject,
-                text=text,
-                html=html,
-                now=datetime.now(UTC),
-            )
+                message = build_message(
+                    delivery_id=row["id"],
+                    mail_from=self.mail_from,
+                    to_email=row["to_email"],
+                    to_name=row["to_name"],
+                    subject=subject,
+                    text=text,
+                    html=html,
+                    now=datetime.now(UTC),
+                )
+            except (SealError, Exception) as exc:  # a message we can never build: fail it, do not retry
+                return "permanent", None, f"cannot build the email: {type(exc).__name__}: {exc}"
             try:
                 await self.sender.send(message)
             except PermanentFailure as exc:

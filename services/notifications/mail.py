@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import os
 import uuid
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,15 +60,21 @@ def build_message(
     html: str,
     now: datetime,
 ) -> EmailMessage:
-    msg = EmailMessage()
+    if to_email.isascii():
+        msg = EmailMessage()
+        msg["To"] = Address(display_name=to_name, addr_spec=to_email)  # the name is encoded as needed
+    else:  # an internationalised address needs SMTPUTF8 (RFC 6531) end to end
+        msg = EmailMessage(policy=email.policy.SMTPUTF8)
+        msg["To"] = to_email
     msg["From"] = mail_from
-    msg["To"] = formataddr((to_name, to_email))
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = f"<{delivery_id}@coworking.invalid>"  # stable across resends: receivers can dedupe
     msg["X-Delivery-ID"] = str(delivery_id)
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
+    # 8bit, not quoted-printable: the link stays intact and copyable in the raw message (.eml files) and every
+    # current mail server accepts 8BITMIME
+    msg.set_content(text, cte="8bit")
+    msg.add_alternative(html, subtype="html", cte="8bit")
     return msg
 
 
@@ -103,6 +111,8 @@ class SmtpSender:
                 use_tls=self.tls,
                 timeout=self.timeout_s,
             )
+        except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed and not offered by the server
+            raise PermanentFailure(f"the mail server cannot take this message: {exc}") from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)

@@ -172,7 +172,12 @@ async def test_without_the_welcome_flag_there_is_no_account_and_no_email(running
 
 
 async def test_sigterm_and_ctrl_c_stop_every_service_cleanly(running):
-    sent = {"customers": signal.SIGTERM, "accounts": signal.SIGINT, "visitors": signal.SIGTERM, "notifications": signal.SIGINT}
+    sent = {
+        "customers": signal.SIGTERM,
+        "accounts": signal.SIGINT,
+        "visitors": signal.SIGTERM,
+        "notifications": signal.SIGINT,
+    }
     for name, sig in sent.items():
         running.procs[name].send_signal(sig)
     codes = {name: proc.wait(timeout=20) for name, proc in running.procs.items()}

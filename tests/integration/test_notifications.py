@@ -146,3 +146,20 @@ async def test_deliveries_need_an_operator_and_page_with_a_cursor(system_factory
         assert len(ids) == 3
         one = await http.get(f"{url}/{first['items'][0]['id']}", headers=admin)
         assert (await one.json())["to_email"].endswith("@example.com")
+
+
+async def test_non_ascii_names_and_internationalised_addresses_are_delivered(
+    system_factory, amqp, prefix, smtp, seal_key
+):
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("notifications")
+    for to, name in (("zoe@example.com", 'Zoë "Z", Ünï'), ("josé@exämple.com", "José")):
+        command = welcome_command(to, seal_key).model_copy(
+            update={"to_name": name, "context": {"full_name": name, "expires_at": "2030-01-01T12:00:00+00:00"}}
+        )
+        await send(amqp, prefix, command)
+    [zoe] = await wait_for(lambda: smtp.to("zoe@example.com"), what="the email to Zoë")
+    assert zoe["To"].addresses[0].display_name == 'Zoë "Z", Ünï'
+    assert 'Hello Zoë "Z", Ünï,' in text_and_html(zoe)[0]
+    [jose] = await wait_for(lambda: smtp.to("josé@exämple.com"), what="the email to José")
+    assert "http://portal.test/activate#token=abc" in text_and_html(jose)[0]

@@ -53,7 +53,7 @@ class SmtpServer:
         self.behaviour = SmtpBehaviour()
         self.temporary_rejections = 0
         self.lock = threading.Lock()
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True)
 
     def start(self) -> None:
         self._controller.start()
