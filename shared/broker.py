@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, DeliveryMode
 
 from shared.topology import Topology
@@ -49,6 +50,14 @@ class Broker:
             try:
                 await self.connect()
                 return
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                # the broker is there, but a queue or exchange exists with other arguments than ours
+                log.error(
+                    "RabbitMQ topology conflict: an existing queue or exchange was declared with different "
+                    "arguments (by an older version?). Delete it, or use a new AMQP_PREFIX.",
+                    extra={"error": str(exc)},
+                )
+                await asyncio.sleep(10)
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 log.warning("RabbitMQ unreachable, retrying", extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)

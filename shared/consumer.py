@@ -75,7 +75,26 @@ class Consumer:
         return bool(self._consumer_tag and ch is not None and not ch.is_closed and self.broker.connected)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._attach(), name=f"consumer-{self.queue_name}")
+        self._task = asyncio.create_task(self._attach_until_attached(), name=f"consumer-{self.queue_name}")
+
+    async def _attach_until_attached(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._attach()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "could not attach consumer, retrying",
+                    extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}", "retry_in_s": delay},
+                )
+                if self._channel is not None and not self._channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        await self._channel.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _attach(self) -> None:
         self._channel = await self.broker.channel(self.prefetch)
@@ -106,6 +125,14 @@ class Consumer:
             self._in_flight.add(task)
         try:
             await self.process(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # process() settles every message itself; reaching here means acking or moving it failed (e.g. the
+            # channel closed). Hand it back; the broker redelivers it, or dead-letters it past the delivery limit.
+            log.exception("message could not be settled", extra={"queue": self.queue_name})
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
@@ -157,7 +184,7 @@ class Consumer:
             self.after_commit()
 
     async def _retry(self, message: AbstractIncomingMessage, exc: Exception) -> None:
-        attempt = int(str((message.headers or {}).get("x-attempt", 0))) + 1
+        attempt = _attempts(message) + 1
         error = f"{type(exc).__name__}: {exc}"
         if attempt > len(self.retry_delays_ms):
             await self._dead_letter(message, f"gave up after {attempt} attempts: {error}")
@@ -204,6 +231,13 @@ class Consumer:
                 await message.nack(requeue=True)
             return
         await message.ack()
+
+
+def _attempts(message: AbstractIncomingMessage) -> int:
+    try:
+        return max(0, int(str((message.headers or {}).get("x-attempt", 0))))
+    except ValueError:  # a header we did not write: count from zero
+        return 0
 
 
 def _plain_headers(headers: dict[str, Any]) -> dict[str, Any]:

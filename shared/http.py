@@ -3,10 +3,13 @@ metrics per route, and the route policy check (every route declares who may call
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -117,6 +120,30 @@ def parse_query(request: web.Request, model: type[T]) -> T:
         raise validation_problem(exc) from None
 
 
+def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
+    """An opaque keyset cursor: the (created_at, id) of the last row of a page."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Inverse of ``encode_cursor``; anything else is a 400 naming the cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, row_id = raw.partition("|")
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when.astimezone(UTC), uuid.UUID(row_id)
+    except (ValueError, UnicodeDecodeError, OverflowError):
+        raise Problem(
+            400,
+            "Invalid cursor",
+            "The cursor is not one this API returned",
+            type_="urn:problem:validation",
+            errors=[{"field": "cursor", "message": "not a cursor from this API", "type": "cursor"}],
+        ) from None
+
+
 def parse_uuid(value: str, field: str = "id") -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -131,9 +158,9 @@ def _route_name(request: web.Request) -> str:
 
 @web.middleware
 async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
-    if len(request_id) > 128:
-        request_id = request_id[:128]
+    request_id = request.headers.get("X-Request-ID", "")
+    if not _TOKEN_CHARS.fullmatch(request_id):  # only printable ASCII, 1 to 128 characters; otherwise a fresh id
+        request_id = str(uuid.uuid4())
     request_id_var.set(request_id)
     correlation_id_var.set(request_id)
     request[REQUEST_ID] = request_id
@@ -181,5 +208,7 @@ QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 access_log = logging.getLogger("coworking.access")
 
 
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,128}")
+VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 MAX_BODY_KEY = web.AppKey("max_body", int)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -56,6 +56,11 @@ async def emit(
     return envelope
 
 
+def backoff_s(attempts: int) -> float:
+    """Wait before the next publish attempt of a row that failed ``attempts`` times before: 1, 2, 4... 60 s."""
+    return float(min(2 ** min(attempts, 6), 60))
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -87,14 +92,19 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Stop the loop, then make one last bounded attempt to publish what the final moments committed (what
+        does not make it stays in the outbox for the next start or another replica)."""
         self._stop.set()
         self._wake.set()
         if self._task:
             try:
-                await asyncio.wait_for(self._task, timeout=15)
+                await asyncio.wait_for(self._task, timeout=10)
             except TimeoutError:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
+        if self.broker.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.relay_once(), timeout=5)
         await self._close_listener()
 
     async def _close_listener(self) -> None:
@@ -139,7 +149,7 @@ class OutboxRelay:
         """Publish one batch of due rows. Returns how many were published."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT id, event_id, exchange, routing_key, body, correlation_id FROM outbox
+                """SELECT id, event_id, exchange, routing_key, body, correlation_id, attempts FROM outbox
                    WHERE published_at IS NULL AND next_attempt_at <= now()
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self.batch_size,
@@ -159,26 +169,29 @@ class OutboxRelay:
                 ),
                 return_exceptions=True,
             )
-            ok = [r["id"] for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
-            failed = [
-                (r["id"], f"{type(res).__name__}: {res}")
-                for r, res in zip(rows, results, strict=True)
-                if isinstance(res, BaseException)
-            ]
+            ok: list[int] = []
+            failed: list[tuple[int, str, float]] = []  # (id, error, seconds until the next attempt)
+            for r, res in zip(rows, results, strict=True):
+                if isinstance(res, BaseException):
+                    failed.append((r["id"], f"{type(res).__name__}: {res}", backoff_s(r["attempts"])))
+                else:
+                    ok.append(r["id"])
+                    OUTBOX_PUBLISHED.labels(routing_key=r["routing_key"]).inc()
             if ok:
                 await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ok)
-                for r, res in zip(rows, results, strict=True):
-                    if not isinstance(res, BaseException):
-                        OUTBOX_PUBLISHED.labels(routing_key=r["routing_key"]).inc()
             if failed:
-                log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1]})
-                await conn.executemany(
-                    """UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                           next_attempt_at = now()
-                               + least(interval '1 second' * power(2, attempts), interval '60 seconds')
-                       WHERE id = $1""",
-                    failed,
-                )
+                log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1][:300]})
+                try:
+                    # in a savepoint: whatever goes wrong in this bookkeeping must not undo marking the
+                    # confirmed rows above (they would be published again on every round)
+                    async with conn.transaction():
+                        await conn.executemany(
+                            """UPDATE outbox SET attempts = attempts + 1, last_error = left($2, 1000),
+                                   next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1""",
+                            failed,
+                        )
+                except asyncpg.PostgresError:
+                    log.exception("could not record outbox publish failures")
             return len(ok)
 
     async def backlog(self) -> int:

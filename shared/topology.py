@@ -27,6 +27,9 @@ replay recent history from it (offset ``first``). Retention is bounded by age.""
 EVENT_LOG_MAX_AGE = "7D"
 
 DELIVERY_LIMIT = 10
+AT_LEAST_ONCE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+"""Quorum queues dead-letter at most once by default (a message could vanish if the target is unavailable at that
+instant); at-least-once keeps it until the target confirms."""
 """Backstop: a message redelivered this often (a consumer crashing on it) is dead-lettered by the broker."""
 
 
@@ -94,6 +97,7 @@ class Topology:
                     "x-delivery-limit": DELIVERY_LIMIT,
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": self.dlq(spec.name),
+                    **AT_LEAST_ONCE_DEAD_LETTERING,
                 },
             )
             for key in spec.bindings:
@@ -107,6 +111,7 @@ class Topology:
                         "x-message-ttl": delay,
                         "x-dead-letter-exchange": "",
                         "x-dead-letter-routing-key": main,
+                        **AT_LEAST_ONCE_DEAD_LETTERING,
                     },
                 )
 

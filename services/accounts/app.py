@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,6 +52,13 @@ def create_app(settings: AccountsSettings) -> web.Application:
         "jwks": [security.public_jwk(k) for k in public_keys],
         "access_token_ttl_s": settings.access_token_ttl_s,
         "password_min_length": settings.password_min_length,
+        "hash_pool": ThreadPoolExecutor(settings.password_hash_concurrency, thread_name_prefix="argon2"),
     }
+
+    async def hash_pool(app: web.Application) -> AsyncIterator[None]:
+        yield
+        app[ACCOUNTS_CFG]["hash_pool"].shutdown(wait=False, cancel_futures=True)
+
+    app.cleanup_ctx.append(hash_pool)
     app.router.add_routes(routes)
     return app

@@ -16,6 +16,7 @@ from shared.events import AccountActivatedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.outbox import emit
 from shared.service import RUNTIME
+from shared.text import SINGLE_LINE
 
 SERVICE = "accounts"
 routes = web.RouteTableDef()
@@ -27,7 +28,7 @@ Password = Annotated[str, StringConstraints(max_length=security.MAX_PASSWORD_LEN
 
 class ActivationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE] = Field(
         description="The token from the set-password link"
     )
     password: Password = Field(description="The new password")
@@ -35,7 +36,7 @@ class ActivationRequest(BaseModel):
 
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320), SINGLE_LINE]
     password: Password
 
 
@@ -70,8 +71,11 @@ def _account(row: Any) -> dict[str, Any]:
     return out
 
 
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+async def _hashing(request: web.Request, fn: Any, *args: Any) -> Any:
+    """argon2 work runs on the service's own small thread pool: at most ``password_hash_concurrency`` hashes
+    (19 MiB each) at once, however many logins arrive, so memory and CPU stay bounded; the rest queue."""
+    pool = request.app[ACCOUNTS_CFG]["hash_pool"]
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 @routes.get("/activate")
@@ -102,7 +106,7 @@ async def activate(request: web.Request) -> web.Response:
             errors=[{"field": "password", "message": m, "type": "password_policy"} for m in problems],
         )
     # hash first, whatever the token: same cost for valid and invalid tokens, and no lock held while hashing
-    password_hash = await _in_thread(security.hash_password, body.password)
+    password_hash = await _hashing(request, security.hash_password, body.password)
     rt = request.app[RUNTIME]
     async with rt.db.acquire() as conn, conn.transaction():
         invitation = await store.use_invitation(conn, security.token_hash(body.token))
@@ -128,7 +132,9 @@ async def login(request: web.Request) -> web.Response:
     body = await parse_body(request, TokenRequest)
     cfg = request.app[ACCOUNTS_CFG]
     row = await store.find_for_login(request.app[RUNTIME].db, body.email)
-    ok = await _in_thread(security.verify_password, row["password_hash"] if row else security.DUMMY_HASH, body.password)
+    ok = await _hashing(
+        request, security.verify_password, row["password_hash"] if row else security.DUMMY_HASH, body.password
+    )
     if row is None or not ok:
         raise INVALID_LOGIN
     common = request.app[RUNTIME].settings.common

@@ -29,3 +29,6 @@ class AccountsSettings(ServiceSettings):
         None, description="32-byte base64url key shared with notifications to seal links (required to serve)"
     )
     password_min_length: int = Field(12, description="Shortest password accepted")
+    password_hash_concurrency: int = Field(
+        2, ge=1, description="argon2 hashes computed at once (19 MiB each); further logins wait their turn"
+    )

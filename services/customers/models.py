@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+from shared.text import SINGLE_LINE, SingleLine
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE]
 Phone = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=3, max_length=40, pattern=r"^\+?[0-9 ().\-/]+$")
 ]
@@ -42,7 +44,7 @@ class Customer(BaseModel):
 class CustomerQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str | None = Field(None, max_length=320, description="Exact email (case-insensitive)")
+    email: SingleLine | None = Field(None, max_length=320, description="Exact email (case-insensitive)")
     kind: Literal["member", "contact"] | None = None
     standing: Literal["active", "suspended"] | None = None
     limit: int = Field(50, ge=1, le=200)

@@ -12,7 +12,17 @@ from services.customers import store
 from services.customers.models import Customer, CustomerCreate, CustomerQuery
 from shared.auth import OPERATOR, policy, principal
 from shared.events import CustomerCreatedV1
-from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
+from shared.http import (
+    REQUEST_ID,
+    VISIBLE_ASCII,
+    Problem,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    parse_body,
+    parse_query,
+    parse_uuid,
+)
 from shared.outbox import emit
 from shared.service import RUNTIME
 
@@ -31,13 +41,13 @@ async def create_customer(request: web.Request) -> web.Response:
     service creates their user account and notifications emails the welcome message."""
     body = await parse_body(request, CustomerCreate)
     idem_key = request.headers.get("Idempotency-Key")
-    if idem_key is not None and not (1 <= len(idem_key) <= 200):
+    if idem_key is not None and not (len(idem_key) <= 200 and VISIBLE_ASCII.fullmatch(idem_key)):
         raise Problem(
             400,
             "Invalid Idempotency-Key",
-            "Idempotency-Key must be 1 to 200 characters",
+            "Idempotency-Key must be 1 to 200 visible ASCII characters",
             type_="urn:problem:validation",
-            errors=[{"field": "Idempotency-Key", "message": "must be 1 to 200 characters"}],
+            errors=[{"field": "Idempotency-Key", "message": "must be 1 to 200 visible ASCII characters"}],
         )
     scope = f"{principal(request).account_id}:POST /v1/customers"
     request_hash = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -114,18 +124,7 @@ async def get_customer(request: web.Request) -> web.Response:
 @policy(OPERATOR)
 async def list_customers(request: web.Request) -> web.Response:
     q = parse_query(request, CustomerQuery)
-    after = None
-    if q.cursor:
-        try:
-            after = store.decode_cursor(q.cursor)
-        except (ValueError, UnicodeDecodeError):
-            raise Problem(
-                400,
-                "Invalid cursor",
-                "The cursor is not one this API returned",
-                type_="urn:problem:validation",
-                errors=[{"field": "cursor", "message": "not a cursor from this API"}],
-            ) from None
+    after = decode_cursor(q.cursor) if q.cursor else None
     rows = await store.list_customers(
         request.app[RUNTIME].db, email=q.email, kind=q.kind, standing=q.standing, after=after, limit=q.limit
     )
@@ -133,5 +132,5 @@ async def list_customers(request: web.Request) -> web.Response:
     next_cursor = None
     if len(rows) > q.limit:
         last = items[-1]
-        next_cursor = store.encode_cursor(last["created_at"], last["id"])
+        next_cursor = encode_cursor(last["created_at"], last["id"])
     return json_response({"items": [_customer(r) for r in items], "next_cursor": next_cursor})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Any
@@ -43,17 +42,6 @@ async def insert_customer(
 
 async def get_customer(conn: asyncpg.Connection | asyncpg.Pool, customer_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {COLUMNS} FROM customers WHERE id = $1", customer_id)
-
-
-def encode_cursor(created_at: datetime, customer_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{customer_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    padded = cursor + "=" * (-len(cursor) % 4)
-    created, _, cid = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
-    return datetime.fromisoformat(created), uuid.UUID(cid)
 
 
 async def list_customers(

@@ -1,9 +1,11 @@
 """Sends due deliveries after their intent has committed, and records each outcome with its event.
 
-Deliveries are claimed with ``FOR UPDATE SKIP LOCKED`` so replicas never send the same delivery at once. The
-row lock is held during the SMTP conversation; the outcome commits right after. The one duplicate window left:
-the process dies after the server accepted the message and before that commit; the delivery is then sent again
-with the same Message-ID (receivers can deduplicate on it)."""
+A round claims due deliveries with a lease (``next_attempt_at`` moved past the longest SMTP conversation, chosen
+with ``FOR UPDATE SKIP LOCKED`` and committed at once), so replicas never send the same delivery at once and no
+transaction stays open during SMTP. Each delivery is then sent and its outcome committed in its own short
+transaction. The one duplicate window left: the process dies (or the outcome cannot be recorded) after the server
+accepted the message; when the lease runs out the delivery is sent again, with the same Message-ID (receivers
+can deduplicate on it)."""
 
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class Dispatcher:
         batch_size: int = 50,
         concurrency: int = 10,
         poll_interval_s: float = 1.0,
+        lease_s: float = 60.0,
     ) -> None:
         self.pool = pool
         self.sender = sender
@@ -58,6 +61,7 @@ class Dispatcher:
         self.batch_size = batch_size
         self.semaphore = asyncio.Semaphore(concurrency)
         self.poll_interval_s = poll_interval_s
+        self.lease_s = lease_s
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -73,7 +77,7 @@ class Dispatcher:
         self._wake.set()
         if self._task:
             try:
-                await asyncio.wait_for(self._task, timeout=30)
+                await asyncio.wait_for(self._task, timeout=20)
             except TimeoutError:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
@@ -97,20 +101,28 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
 
     async def dispatch_once(self) -> int:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT id, template, to_email, to_name, customer_id, account_id, context, sealed_context,
-                          attempts, correlation_id
-                   FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
-                   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
-                self.batch_size,
-            )
-            if not rows:
-                return 0
-            outcomes = await asyncio.gather(*(self._send(r) for r in rows))
-            for row, (outcome, subject, error) in zip(rows, outcomes, strict=True):
+        rows = await self.pool.fetch(
+            """UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
+               WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+                            ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING id, template, to_email, to_name, customer_id, account_id, context, sealed_context,
+                         attempts, correlation_id""",
+            self.batch_size,
+            self.lease_s,
+        )
+        await asyncio.gather(*(self._deliver(r) for r in rows))
+        return len(rows)
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        outcome, subject, error = await self._send(row)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
                 await self._record(conn, row, outcome, subject, error)
-            return len(rows)
+        except Exception:
+            log.exception(
+                "could not record a delivery outcome; it is retried when its lease ends",
+                extra={"delivery_id": str(row["id"]), "outcome": outcome},
+            )
 
     async def _send(self, row: asyncpg.Record) -> tuple[str, str | None, str | None]:
         async with self.semaphore:
@@ -147,13 +159,16 @@ class Dispatcher:
         correlation_id_var.set(row["correlation_id"])
         EMAIL_DELIVERIES.labels(row["template"], outcome).inc()
         if outcome == "sent":
-            await conn.execute(
+            done = await conn.execute(
                 """UPDATE deliveries SET status = 'sent', attempts = $2, subject = $3, sent_at = now(),
-                          sealed_context = NULL, last_error = NULL, updated_at = now() WHERE id = $1""",
+                          sealed_context = NULL, last_error = NULL, updated_at = now()
+                   WHERE id = $1 AND status = 'pending'""",
                 delivery_id,
                 attempts,
                 subject,
             )
+            if done != "UPDATE 1":
+                return  # settled meanwhile by another replica whose lease had taken over
             await emit(
                 conn,
                 EmailSentV1(
@@ -174,7 +189,7 @@ class Dispatcher:
             delay = self.retry_delays_s[attempts - 1]
             await conn.execute(
                 """UPDATE deliveries SET attempts = $2, last_error = $3, updated_at = now(),
-                          next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1""",
+                          next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1 AND status = 'pending'""",
                 delivery_id,
                 attempts,
                 error,
@@ -186,14 +201,17 @@ class Dispatcher:
             )
             return
         permanent = outcome == "permanent"
-        await conn.execute(
+        done = await conn.execute(
             """UPDATE deliveries SET status = 'failed', attempts = $2, last_error = $3, subject = coalesce($4, subject),
-                      failed_at = now(), sealed_context = NULL, updated_at = now() WHERE id = $1""",
+                      failed_at = now(), sealed_context = NULL, updated_at = now()
+               WHERE id = $1 AND status = 'pending'""",
             delivery_id,
             attempts,
             error,
             subject,
         )
+        if done != "UPDATE 1":
+            return
         await emit(
             conn,
             EmailFailedV1(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -11,8 +10,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import OPERATOR, policy
-from shared.http import Problem, json_response, parse_query, parse_uuid
+from shared.http import Problem, decode_cursor, encode_cursor, json_response, parse_query, parse_uuid
 from shared.service import RUNTIME
+from shared.text import SingleLine
 
 routes = web.RouteTableDef()
 COLUMNS = (
@@ -24,7 +24,7 @@ COLUMNS = (
 class DeliveryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     customer_id: uuid.UUID | None = None
-    template: str | None = Field(None, max_length=100)
+    template: SingleLine | None = Field(None, max_length=100)
     status: Literal["pending", "sent", "failed"] | None = None
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=200)
@@ -40,30 +40,11 @@ def _delivery(row: Any) -> dict[str, Any]:
     return out
 
 
-def _cursor(created_at: datetime, delivery_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{delivery_id}".encode()).decode().rstrip("=")
-
-
-def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, did = raw.partition("|")
-        return datetime.fromisoformat(created), uuid.UUID(did)
-    except ValueError:
-        raise Problem(
-            400,
-            "Invalid cursor",
-            "The cursor is not one this API returned",
-            type_="urn:problem:validation",
-            errors=[{"field": "cursor", "message": "not a cursor from this API"}],
-        ) from None
-
-
 @routes.get("/v1/deliveries")
 @policy(OPERATOR)
 async def list_deliveries(request: web.Request) -> web.Response:
     q = parse_query(request, DeliveryQuery)
-    after = _after(q.cursor) if q.cursor else (None, None)
+    after: tuple[datetime | None, uuid.UUID | None] = decode_cursor(q.cursor) if q.cursor else (None, None)
     rows = await request.app[RUNTIME].db.fetch(
         f"""SELECT {COLUMNS} FROM deliveries
             WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::text IS NULL OR template = $2)
@@ -78,7 +59,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         q.limit + 1,
     )
     items = rows[: q.limit]
-    next_cursor = _cursor(items[-1]["created_at"], items[-1]["id"]) if len(rows) > q.limit else None
+    next_cursor = encode_cursor(items[-1]["created_at"], items[-1]["id"]) if len(rows) > q.limit else None
     return json_response({"items": [_delivery(r) for r in items], "next_cursor": next_cursor})
 
 

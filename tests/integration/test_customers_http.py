@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import aiohttp
@@ -52,6 +53,10 @@ async def test_creating_a_customer_returns_201_with_location_and_a_contact_in_go
         ({"full_name": "A", "email": "a@example.com", "role": "admin"}, "role"),
         ({"full_name": "A", "email": "a@example.com", "send_welcome": "yes"}, "send_welcome"),
         ({"full_name": "A", "email": "a@example.com", "phone": "call me"}, "phone"),
+        ({"full_name": "Ada\u0000Lovelace", "email": "a@example.com"}, "full_name"),
+        ({"full_name": "Ada\nBcc: x@example.com", "email": "a@example.com"}, "full_name"),
+        ({"full_name": "Ada\u2028Lovelace", "email": "a@example.com"}, "full_name"),
+        ({"full_name": "A", "email": "a@example.com", "company_name": "Acme\u0000"}, "company_name"),
     ],
 )
 async def test_invalid_fields_get_422_problem_naming_the_field_and_nothing_is_written(customers, body, field):
@@ -147,6 +152,10 @@ async def test_listing_pages_with_a_cursor_and_filters_by_email_kind_and_standin
     assert bad.status == 422
     assert (await bad.json())["errors"][0]["field"] == "kind"
     assert (await customers.get("/v1/customers", params={"cursor": "nonsense!"})).status == 400
+    for raw in ("0001-01-01T00:00:00+05:00|" + str(uuid.uuid4()), "9999-12-31T23:59:59-05:00|" + str(uuid.uuid4())):
+        edge = base64.urlsafe_b64encode(raw.encode()).decode()
+        assert (await customers.get("/v1/customers", params={"cursor": edge})).status == 400
+    assert (await customers.get("/v1/customers", params={"email": "a\u0000@example.com"})).status == 422
 
 
 async def test_unknown_customer_is_404_problem(customers):
@@ -167,3 +176,17 @@ async def test_request_id_is_returned_and_becomes_the_events_correlation_id(cust
         assert await conn.fetchval("SELECT correlation_id FROM outbox") == "req-12345"
     finally:
         await conn.close()
+
+
+async def test_header_values_outside_visible_ascii_are_refused_or_replaced(customers):
+    bad_key = await customers.post(
+        "/v1/customers", json={"full_name": "A", "email": "a@example.com"}, headers={"Idempotency-Key": "clé ü"}
+    )
+    assert bad_key.status == 400
+    assert (await bad_key.json())["errors"][0]["field"] == "Idempotency-Key"
+    odd_id = await customers.post(
+        "/v1/customers", json={"full_name": "A", "email": "a@example.com"}, headers={"X-Request-ID": "has space"}
+    )
+    assert odd_id.status == 201
+    assert odd_id.headers["X-Request-ID"] != "has space"
+    uuid.UUID(odd_id.headers["X-Request-ID"])

@@ -12,10 +12,9 @@ from pydantic import ValidationError
 from services.accounts import security
 from services.accounts.handlers import set_password_url
 from services.customers.models import CustomerCreate
-from services.customers.store import decode_cursor, encode_cursor
 from services.notifications.mail import Renderer, build_message
 from shared.events import REGISTRY, CustomerCreatedV1, Envelope, UnknownMessage, lookup, make_envelope
-from shared.http import validation_problem
+from shared.http import decode_cursor, encode_cursor, validation_problem
 from shared.sealing import SealError, load_key, new_key, seal, unseal
 from shared.topology import QUEUES, Topology
 
