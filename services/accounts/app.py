@@ -9,7 +9,7 @@ from aiohttp import web
 
 from services.accounts import security
 from services.accounts.handlers import SERVICE, WelcomeConfig, make_handlers
-from services.accounts.routes import ACCOUNTS_CFG, routes
+from services.accounts.routes import ACCOUNTS_CFG, WELCOME_KEY, routes
 from services.accounts.settings import AccountsSettings
 from shared.auth import StaticKeyVerifier
 from shared.sealing import load_key
@@ -47,6 +47,7 @@ def create_app(settings: AccountsSettings) -> web.Application:
     app = create_service_app(
         SERVICE, settings, migrations_dir=MIGRATIONS, consumers=make_handlers(welcome), verifier=verifier
     )
+    app[WELCOME_KEY] = welcome
     app[ACCOUNTS_CFG] = {
         "signing_key": signing_key,
         "jwks": [security.public_jwk(k) for k in public_keys],

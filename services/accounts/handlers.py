@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import asyncpg
 
 from services.accounts import security, store
 from shared.consumer import Handler, PermanentError
-from shared.events import AccountCreatedV1, CustomerCreatedV1, Envelope, SendEmailV1
+from shared.events import AccountCreatedV1, CustomerCreatedV1, Envelope, Message, SendEmailV1
 from shared.outbox import emit
 from shared.sealing import seal
 
@@ -57,6 +58,47 @@ async def create_invited_account(
         raise PermanentError("another account already uses this email address") from None
     if account is None:
         return None
+    await issue_invitation(
+        conn,
+        cfg,
+        account_id=account_id,
+        customer_id=customer_id,
+        email=email,
+        full_name=full_name,
+        sequence=account["version"],
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        announce=lambda expires_at: AccountCreatedV1(
+            account_id=account_id,
+            customer_id=customer_id,
+            role=role,  # type: ignore[arg-type]
+            status="invited",
+            invitation_expires_at=expires_at,
+        ),
+    )
+    return account_id
+
+
+async def issue_invitation(
+    conn: asyncpg.Connection,
+    cfg: WelcomeConfig,
+    *,
+    account_id: uuid.UUID,
+    customer_id: uuid.UUID | None,
+    email: str,
+    full_name: str,
+    sequence: int,
+    correlation_id: str | None,
+    causation_id: str | None,
+    announce: Callable[[datetime], Message] | None = None,
+) -> datetime:
+    """A new set-password link for the account: earlier unused links stop working, only the new token's hash is
+    stored, and the welcome email is requested with the link sealed for notifications. ``announce`` builds an
+    event to publish alongside (account.created on creation)."""
+    await conn.execute(
+        "UPDATE invitations SET expires_at = now() WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()",
+        account_id,
+    )
     token = security.new_token()
     invitation_id = uuid.uuid4()
     expires_at = datetime.now(UTC) + cfg.invitation_ttl
@@ -67,21 +109,16 @@ async def create_invited_account(
         token_hash=security.token_hash(token),
         expires_at=expires_at,
     )
-    await emit(
-        conn,
-        AccountCreatedV1(
-            account_id=account_id,
-            customer_id=customer_id,
-            role=role,  # type: ignore[arg-type]
-            status="invited",
-            invitation_expires_at=expires_at,
-        ),
-        producer=SERVICE,
-        subject=account_id,
-        sequence=account["version"],
-        correlation_id=correlation_id,
-        causation_id=causation_id,
-    )
+    if announce is not None:
+        await emit(
+            conn,
+            announce(expires_at),
+            producer=SERVICE,
+            subject=account_id,
+            sequence=sequence,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
     await emit(
         conn,
         SendEmailV1(
@@ -96,11 +133,11 @@ async def create_invited_account(
         ),
         producer=SERVICE,
         subject=account_id,
-        sequence=account["version"],
+        sequence=sequence,
         correlation_id=correlation_id,
         causation_id=causation_id,
     )
-    return account_id
+    return expires_at
 
 
 def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:

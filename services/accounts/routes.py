@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.accounts import security, store
+from services.accounts.handlers import WelcomeConfig, issue_invitation
 from shared.auth import OPEN, OPERATOR, policy, principal, roles
 from shared.events import AccountActivatedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
@@ -21,6 +22,7 @@ from shared.text import SINGLE_LINE
 SERVICE = "accounts"
 routes = web.RouteTableDef()
 ACCOUNTS_CFG = web.AppKey("accounts_cfg", dict)
+WELCOME_KEY = web.AppKey("welcome_cfg", WelcomeConfig)
 ACTIVATE_PAGE = (Path(__file__).parent / "static" / "activate.html").read_bytes()
 
 Password = Annotated[str, StringConstraints(max_length=security.MAX_PASSWORD_LENGTH)]
@@ -182,3 +184,39 @@ async def list_accounts(request: web.Request) -> web.Response:
     items = rows[: q.limit]
     next_cursor = str(items[-1]["id"]) if len(rows) > q.limit else None
     return json_response({"items": [_account(r) for r in items], "next_cursor": next_cursor})
+
+
+@routes.post("/v1/accounts/{id}/invitations")
+@policy(OPERATOR)
+async def resend_invitation(request: web.Request) -> web.Response:
+    """Send a new set-password link to an account that has not set its password yet (the earlier link stops
+    working). An active, suspended or revoked account has nothing to accept: 409."""
+    account_id = parse_uuid(request.match_info["id"])
+    rt = request.app[RUNTIME]
+    async with rt.db.acquire() as conn, conn.transaction():
+        account = await conn.fetchrow(
+            "SELECT id, customer_id, email, full_name, status, version FROM accounts WHERE id = $1 FOR UPDATE",
+            account_id,
+        )
+        if account is None:
+            raise Problem(404, "Not found", f"No account {account_id}")
+        if account["status"] != "invited":
+            raise Problem(
+                409,
+                "Not awaiting a password",
+                f"The account is {account['status']}: only invited accounts get a new set-password link",
+                type_="urn:problem:account-not-invited",
+                account_status=account["status"],
+            )
+        expires_at = await issue_invitation(
+            conn,
+            request.app[WELCOME_KEY],
+            account_id=account["id"],
+            customer_id=account["customer_id"],
+            email=account["email"],
+            full_name=account["full_name"],
+            sequence=account["version"],
+            correlation_id=request[REQUEST_ID],
+            causation_id=request[REQUEST_ID],
+        )
+    return json_response({"account_id": str(account_id), "invitation_expires_at": expires_at.isoformat()}, status=202)

@@ -145,3 +145,29 @@ async def test_the_token_is_stored_only_as_a_hash_and_never_travels_in_clear(inv
     deliveries = await notifications_db.fetch("SELECT * FROM deliveries")
     assert all(token not in str(dict(r)) for r in deliveries)
     assert all(token not in str(e) for e in recorder.events)
+
+
+async def test_an_operator_resends_the_link_the_old_one_stops_and_the_new_one_works(invited, keys, smtp):
+    system, http, invite, _ = invited
+    old_token, customer = await invite("resend@example.com")
+    account_id = await system.runtime("accounts").db.fetchval(
+        "SELECT id FROM accounts WHERE customer_id = $1", uuid.UUID(customer["customer_id"])
+    )
+    admin = {"Authorization": f"Bearer {keys.token()}"}
+    url = f"/v1/accounts/{account_id}/invitations"
+    member = {"Authorization": f"Bearer {keys.token('member', uuid.uuid4())}"}
+    assert (await http.post(url, headers=member)).status == 403
+    assert (await http.post(f"/v1/accounts/{uuid.uuid4()}/invitations", headers=admin)).status == 404
+    resent = await http.post(url, headers=admin)
+    assert resent.status == 202
+    messages = await wait_for(
+        lambda: len(smtp.to("resend@example.com")) == 2 and smtp.to("resend@example.com"),
+        what="the second welcome email",
+    )
+    new_token = re.search(r"#token=(\S+)", text_and_html(messages[1])[0]).group(1)
+    assert new_token != old_token
+    assert (await activate(http, old_token)).status == 400
+    assert (await activate(http, new_token)).status == 200
+    again = await http.post(url, headers=admin)
+    assert again.status == 409
+    assert (await again.json())["account_status"] == "active"
