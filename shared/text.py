@@ -27,7 +27,8 @@ SINGLE_LINE = AfterValidator(_single_line)
 SingleLine = Annotated[str, SINGLE_LINE]
 """One line of text: no control characters, no line or paragraph separators."""
 
-NoNul = Annotated[str, AfterValidator(_no_nul)]
+NO_NUL = AfterValidator(_no_nul)
+NoNul = Annotated[str, NO_NUL]
 """Free text (several lines allowed) without NUL, which PostgreSQL text cannot hold."""
 
 

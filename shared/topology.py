@@ -16,7 +16,15 @@ from aio_pika.abc import AbstractChannel
 from shared.events import (
     COMMANDS_EXCHANGE,
     EVENTS_EXCHANGE,
+    AccountActivatedV1,
+    AccountCreatedV1,
+    CustomerBecameContactV1,
+    CustomerBecameMemberV1,
     CustomerCreatedV1,
+    CustomerReactivatedV1,
+    CustomerSuspendedV1,
+    CustomerUpdatedV1,
+    CustomerUserAccountRequestedV1,
     SendEmailV1,
 )
 
@@ -40,10 +48,28 @@ class QueueSpec:
     bindings: tuple[str, ...]
 
 
+CUSTOMER_FACTS = (
+    CustomerCreatedV1.routing_key(),
+    CustomerUpdatedV1.routing_key(),
+    CustomerBecameMemberV1.routing_key(),
+    CustomerBecameContactV1.routing_key(),
+    CustomerSuspendedV1.routing_key(),
+    CustomerReactivatedV1.routing_key(),
+)
+
 QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec("accounts.customer-events", EVENTS_EXCHANGE, (CustomerCreatedV1.routing_key(),)),
+    QueueSpec(
+        "accounts.customer-events",
+        EVENTS_EXCHANGE,
+        (*CUSTOMER_FACTS, CustomerUserAccountRequestedV1.routing_key()),
+    ),
+    QueueSpec(
+        "customers.account-events",
+        EVENTS_EXCHANGE,
+        (AccountCreatedV1.routing_key(), AccountActivatedV1.routing_key()),
+    ),
     QueueSpec("notifications.send-email", COMMANDS_EXCHANGE, (SendEmailV1.routing_key(),)),
-    QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, (CustomerCreatedV1.routing_key(),)),
+    QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, CUSTOMER_FACTS),
 )
 
 

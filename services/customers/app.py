@@ -1,25 +1,47 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from services.customers.routes import SERVICE, routes
+from services.customers import plans
+from services.customers.handlers import HANDLERS
+from services.customers.routes import CLOCK, SERVICE, TIMEZONE, routes
+from services.customers.scheduler import Scheduler
 from services.customers.settings import CustomersSettings
 from shared.auth import TokenVerifier
-from shared.service import create_service_app
+from shared.clock import Clock
+from shared.service import RUNTIME, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEDULER = web.AppKey("scheduler", Scheduler)
 
 
-def create_app(settings: CustomersSettings, verifier: TokenVerifier | None = None) -> web.Application:
+def create_app(
+    settings: CustomersSettings, verifier: TokenVerifier | None = None, clock: Clock | None = None
+) -> web.Application:
     app = create_service_app(
         SERVICE,
         settings,
         migrations_dir=MIGRATIONS,
+        consumers=HANDLERS,
         verifier=verifier,
         # a client retrying with the same Idempotency-Key gets the first answer for a day
         cleanup_sql=("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",),
     )
+    app[CLOCK] = clock or Clock()
+    app[TIMEZONE] = ZoneInfo(settings.timezone)
+
+    async def scheduler(app: web.Application) -> AsyncIterator[None]:
+        s = Scheduler(app[RUNTIME].db, app[CLOCK], app[TIMEZONE], settings.scheduler_interval_s)
+        app[SCHEDULER] = s
+        s.start()
+        yield
+        await s.stop()
+
+    app.cleanup_ctx.append(scheduler)
     app.router.add_routes(routes)
+    app.router.add_routes(plans.routes)
     return app

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
-from shared.text import SINGLE_LINE, SingleLine
+from shared.text import NO_NUL, SINGLE_LINE, SingleLine
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE]
 Phone = Annotated[
@@ -36,16 +36,82 @@ class Customer(BaseModel):
     phone: str | None
     kind: Literal["member", "contact"]
     standing: Literal["active", "suspended"]
+    portal_access: Literal["none", "requested", "invited", "active", "suspended", "revoked"]
+    account_id: uuid.UUID | None
     version: int
     created_at: datetime
     updated_at: datetime
 
 
-class CustomerQuery(BaseModel):
+class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    limit: int = Field(100, ge=1, le=500)
+    cursor: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")] | None = None
+
+
+class CustomerPatch(BaseModel):
+    """Only the fields sent change; ``null`` clears the optional ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    full_name: Name | None = None
+    email: EmailStr | None = None
+    company_name: Name | None = None
+    phone: Phone | None = None
+
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+FreeText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), NO_NUL]
+
+
+class PlanCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name = Field(description="Plan name, unique among active plans")
+    description: FreeText = Field("", description="What the plan includes")
+    price_minor: int = Field(ge=0, le=10**12, description="Price per billing period in minor units (cents)")
+    currency: Currency = Field(description="ISO 4217 code, e.g. EUR")
+    billing_period: Literal["day", "week", "month", "year"] = Field(description="How often the price is billed")
+    booking_credit: int = Field(0, ge=0, le=10**9, description="Booking credit included per period")
+    printing_credit: int = Field(0, ge=0, le=10**9, description="Printing credit included per period")
+
+
+class ContractCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: uuid.UUID = Field(description="An active plan")
+    starts_on: date = Field(description="First day (may be in the past, today or the future)")
+    ends_on: date | None = Field(None, description="Last day (included); none for an open-ended contract")
+
+
+class CancellationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ends_on: date = Field(description="The contract's new last day (the day before it starts: it never starts)")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NO_NUL]
+
+
+class SuspensionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NO_NUL] = Field(
+        description="Why, in the operator's words"
+    )
+    category: Literal["manual", "overdue", "policy", "other"] = Field("manual", description="Why, as a category")
+    until: datetime | None = Field(None, description="When the suspension ends by itself (future, with a zone)")
+
+
+class CustomerSearch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    q: SingleLine | None = Field(None, max_length=200, description="Text in name, email or company")
     email: SingleLine | None = Field(None, max_length=320, description="Exact email (case-insensitive)")
     kind: Literal["member", "contact"] | None = None
     standing: Literal["active", "suspended"] | None = None
+    has_user_account: bool | None = Field(None, description="Whether the customer has (or was invited to) an account")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    sort: Literal["created_at", "-created_at", "full_name", "-full_name"] = "created_at"
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: str | None = Field(None, max_length=500)

@@ -9,3 +9,5 @@ class CustomersSettings(ServiceSettings):
 
     port: int = Field(8001, description="HTTP port")
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/coworking_customers", description="PostgreSQL URL")
+    timezone: str = Field("UTC", description="The space's time zone: contract dates are days in this zone")
+    scheduler_interval_s: float = Field(30.0, description="How often the lifecycle scheduler looks for due changes")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
-COLUMNS = "id, full_name, email, company_name, phone, kind, standing, version, created_at, updated_at"
+COLUMNS = (
+    "id, full_name, email, company_name, phone, kind, standing, portal_access, account_id, version, created_at, "
+    "updated_at"
+)
 
 
 class DuplicateEmail(Exception):
@@ -44,34 +49,84 @@ async def get_customer(conn: asyncpg.Connection | asyncpg.Pool, customer_id: uui
     return await conn.fetchrow(f"SELECT {COLUMNS} FROM customers WHERE id = $1", customer_id)
 
 
-async def list_customers(
+SORTS = {
+    "created_at": ("created_at", "ASC"),
+    "-created_at": ("created_at", "DESC"),
+    "full_name": ("lower(full_name)", "ASC"),
+    "-full_name": ("lower(full_name)", "DESC"),
+}
+
+
+def encode_search_cursor(sort: str, row: Any) -> str:
+    key = row["created_at"].isoformat() if "created_at" in sort else row["full_name"].lower()
+    return base64.urlsafe_b64encode(orjson.dumps([sort, key, str(row["id"])])).decode().rstrip("=")
+
+
+def decode_search_cursor(cursor: str, sort: str) -> tuple[Any, uuid.UUID]:
+    """Raises ValueError for anything that is not a cursor of this sort."""
+    try:
+        got_sort, key, row_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise ValueError("not a cursor") from exc
+    if got_sort != sort or not isinstance(key, str):
+        raise ValueError("cursor of another sort")
+    if "created_at" in sort:
+        when = datetime.fromisoformat(key)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when.astimezone(UTC), uuid.UUID(row_id)
+    if "\x00" in key:
+        raise ValueError("bad key")
+    return key, uuid.UUID(row_id)
+
+
+async def search_customers(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,
-    email: str | None,
-    kind: str | None,
-    standing: str | None,
-    after: tuple[datetime, uuid.UUID] | None,
-    limit: int,
+    q: str | None = None,
+    email: str | None = None,
+    kind: str | None = None,
+    standing: str | None = None,
+    has_user_account: bool | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    sort: str = "created_at",
+    after: tuple[Any, uuid.UUID] | None = None,
+    limit: int = 50,
 ) -> list[asyncpg.Record]:
+    """Keyset pagination on (sort key, id): rows committed before a listing began are neither skipped nor
+    repeated however many rows are inserted meanwhile."""
     where: list[str] = []
     args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        p = arg(pattern)
+        where.append(f"(full_name ILIKE {p} OR email ILIKE {p} OR coalesce(company_name, '') ILIKE {p})")
     if email is not None:
-        args.append(email)
-        where.append(f"lower(email) = lower(${len(args)})")
+        where.append(f"lower(email) = lower({arg(email)})")
     if kind is not None:
-        args.append(kind)
-        where.append(f"kind = ${len(args)}")
+        where.append(f"kind = {arg(kind)}")
     if standing is not None:
-        args.append(standing)
-        where.append(f"standing = ${len(args)}")
+        where.append(f"standing = {arg(standing)}")
+    if has_user_account is not None:
+        where.append("portal_access <> 'none'" if has_user_account else "portal_access = 'none'")
+    if created_after is not None:
+        where.append(f"created_at >= {arg(created_after)}")
+    if created_before is not None:
+        where.append(f"created_at < {arg(created_before)}")
+    column, direction = SORTS[sort]
     if after is not None:
-        args += [after[0], after[1]]
-        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)
+        op = ">" if direction == "ASC" else "<"
+        where.append(f"({column}, id) {op} ({arg(after[0])}, {arg(after[1])})")
     sql = f"SELECT {COLUMNS} FROM customers"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY created_at, id LIMIT ${len(args)}"
+    sql += f" ORDER BY {column} {direction}, id {direction} LIMIT {arg(limit + 1)}"
     return await conn.fetch(sql, *args)
 
 

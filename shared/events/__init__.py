@@ -4,7 +4,13 @@ Routing key = ``<event_type>.v<event_version>``, for example ``customers.custome
 contract string, never derived from a class name.
 """
 
-from shared.events.accounts import AccountActivatedV1, AccountCreatedV1
+from shared.events.accounts import (
+    AccountActivatedV1,
+    AccountCreatedV1,
+    AccountReactivatedV1,
+    AccountRoleChangedV1,
+    AccountSuspendedV1,
+)
 from shared.events.base import (
     COMMANDS_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -15,7 +21,17 @@ from shared.events.base import (
     lookup,
     make_envelope,
 )
-from shared.events.customers import CustomerCreatedV1
+from shared.events.customers import (
+    ContractEndedV1,
+    ContractStartedV1,
+    CustomerBecameContactV1,
+    CustomerBecameMemberV1,
+    CustomerCreatedV1,
+    CustomerReactivatedV1,
+    CustomerSuspendedV1,
+    CustomerUpdatedV1,
+    CustomerUserAccountRequestedV1,
+)
 from shared.events.notifications import EmailFailedV1, EmailSentV1, SendEmailV1
 
 __all__ = [
@@ -24,7 +40,18 @@ __all__ = [
     "REGISTRY",
     "AccountActivatedV1",
     "AccountCreatedV1",
+    "AccountReactivatedV1",
+    "AccountRoleChangedV1",
+    "AccountSuspendedV1",
+    "ContractEndedV1",
+    "ContractStartedV1",
+    "CustomerBecameContactV1",
+    "CustomerBecameMemberV1",
     "CustomerCreatedV1",
+    "CustomerReactivatedV1",
+    "CustomerSuspendedV1",
+    "CustomerUpdatedV1",
+    "CustomerUserAccountRequestedV1",
     "EmailFailedV1",
     "EmailSentV1",
     "Envelope",

@@ -34,3 +34,39 @@ class AccountActivatedV1(Message):
     account_id: uuid.UUID = Field(description="The account's id")
     customer_id: uuid.UUID | None = Field(description="The customer the account belongs to")
     status: Literal["active"] = Field(description="Portal access after activation")
+
+
+class AccountStateMixin(Message):
+    """``accounts.account.*`` events after creation carry the account's status and role after the change; the
+    envelope ``sequence`` is the account's version."""
+
+    account_id: uuid.UUID = Field(description="The account's id")
+    customer_id: uuid.UUID | None = Field(description="The customer the account belongs to")
+    role: Literal["admin", "member", "contact"] = Field(description="Role after the change")
+    status: Literal["invited", "active", "suspended", "revoked"] = Field(description="Status after the change")
+
+
+@register
+class AccountSuspendedV1(AccountStateMixin):
+    """The customer was suspended, so is their account: login still works, with a suspended standing."""
+
+    EVENT_TYPE = "accounts.account.suspended"
+    EVENT_VERSION = 1
+
+
+@register
+class AccountReactivatedV1(AccountStateMixin):
+    """The customer was reactivated, so is their account."""
+
+    EVENT_TYPE = "accounts.account.reactivated"
+    EVENT_VERSION = 1
+
+
+@register
+class AccountRoleChangedV1(AccountStateMixin):
+    """The account's role followed the customer's kind (a contact became a member, or the reverse)."""
+
+    EVENT_TYPE = "accounts.account.role_changed"
+    EVENT_VERSION = 1
+
+    previous_role: Literal["admin", "member", "contact"] = Field(description="Role before the change")

@@ -18,6 +18,7 @@ from services.notifications.app import create_app as notifications_app
 from services.notifications.settings import NotificationsSettings
 from services.visitors.app import create_app as visitors_app
 from services.visitors.settings import VisitorsSettings
+from shared.clock import Clock
 from shared.service import RUNTIME, Runtime
 from shared.settings import CommonSettings
 from tests.support.smtp import free_port
@@ -38,6 +39,7 @@ class InProcessSystem:
     send_retry_delays_s: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
+    clock: Clock | None = None  # customers' clock (a FakeClock lets a test travel in time)
     urls: dict[str, str] = field(default_factory=dict)
     apps: dict[str, web.Application] = field(default_factory=dict)
     _runners: dict[str, web.AppRunner] = field(default_factory=dict)
@@ -58,7 +60,11 @@ class InProcessSystem:
         common = self.common()
         base: dict[str, Any] = {"database_url": self.databases[name], "common": common, "db_pool_min": 1}
         if name == "customers":
-            return customers_app(CustomersSettings(**base), verifier=None if self.jwks_url else self.keys.verifier())
+            return customers_app(
+                CustomersSettings(**base, scheduler_interval_s=0.1),
+                verifier=None if self.jwks_url else self.keys.verifier(),
+                clock=self.clock,
+            )
         if name == "accounts":
             return accounts_app(
                 AccountsSettings(
