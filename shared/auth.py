@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,20 +51,41 @@ class Principal:
 class Policy:
     open: bool = False
     roles: frozenset[str] = frozenset()
+    changes_state: bool = False
+    """A suspended member or contact may not call it (403 that says so); operators and services may."""
 
     def describe(self) -> str:
-        return "open" if self.open else "roles: " + ",".join(sorted(self.roles))
+        if self.open:
+            return "open"
+        return "roles: " + ",".join(sorted(self.roles)) + (" (not while suspended)" if self.changes_state else "")
 
 
 OPEN = Policy(open=True)
 OPERATOR = Policy(roles=frozenset({"admin"}))
 
 
-def roles(*names: str) -> Policy:
+def roles(*names: str, changes_state: bool = False) -> Policy:
     unknown = set(names) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles {unknown}")
-    return Policy(roles=frozenset(names))
+    return Policy(roles=frozenset(names), changes_state=changes_state)
+
+
+CUSTOMER_ROLES = ("member", "contact")
+
+StandingLookup = Callable[[uuid.UUID], Awaitable[str | None]]
+STANDING_LOOKUP = web.AppKey("standing_lookup", object)
+"""Optional per service: the customer's current standing from the service's own data (its database or replica),
+which wins over the standing in the token (a token issued before a suspension still says active)."""
+
+
+def suspended_problem() -> Problem:
+    return Problem(
+        403,
+        "Customer suspended",
+        "The customer is suspended: they can log in and read their own data, and change nothing until reactivated",
+        type_="urn:problem:customer-suspended",
+    )
 
 
 def policy(p: Policy) -> Callable[[Handler], Handler]:
@@ -207,6 +228,13 @@ def make_auth_middleware() -> Callable[..., Any]:
         principal = await request.app[VERIFIER_KEY].verify(token.strip())
         if principal.role not in p.roles:
             raise Problem(403, "Forbidden", f"This needs the role {' or '.join(sorted(p.roles))}")
+        if p.changes_state and principal.role in CUSTOMER_ROLES:
+            standing = principal.standing
+            lookup = request.app.get(STANDING_LOOKUP)
+            if lookup is not None and principal.customer_id is not None:
+                standing = await lookup(principal.customer_id) or standing  # type: ignore[operator]
+            if standing == "suspended":
+                raise suspended_problem()
         request[PRINCIPAL] = principal
         return await handler(request)
 

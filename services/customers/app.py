@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,7 +12,7 @@ from services.customers.handlers import HANDLERS
 from services.customers.routes import CLOCK, SERVICE, TIMEZONE, routes
 from services.customers.scheduler import Scheduler
 from services.customers.settings import CustomersSettings
-from shared.auth import TokenVerifier
+from shared.auth import STANDING_LOOKUP, TokenVerifier
 from shared.clock import Clock
 from shared.service import RUNTIME, create_service_app
 
@@ -32,6 +33,11 @@ def create_app(
         cleanup_sql=("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",),
     )
     app[CLOCK] = clock or Clock()
+
+    async def standing_of(customer_id: uuid.UUID) -> str | None:
+        return await app[RUNTIME].db.fetchval("SELECT standing FROM customers WHERE id = $1", customer_id)
+
+    app[STANDING_LOOKUP] = standing_of
     app[TIMEZONE] = ZoneInfo(settings.timezone)
 
     async def scheduler(app: web.Application) -> AsyncIterator[None]:

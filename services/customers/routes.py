@@ -21,7 +21,7 @@ from services.customers.models import (
     HistoryQuery,
     SuspensionCreate,
 )
-from shared.auth import OPERATOR, policy, principal
+from shared.auth import CUSTOMER_ROLES, OPERATOR, policy, principal, roles
 from shared.clock import Clock
 from shared.events import (
     CustomerCreatedV1,
@@ -136,10 +136,21 @@ async def create_customer(request: web.Request) -> web.Response:
     return json_response(customer, status=201, headers={"Location": location, "ETag": f'"{row["version"]}"'})
 
 
-@routes.get("/v1/customers/{id}")
-@policy(OPERATOR)
-async def get_customer(request: web.Request) -> web.Response:
+def own_customer_id(request: web.Request) -> uuid.UUID:
+    """The customer in the path, which a member or contact may only be themselves (anyone else: 404, so ids of
+    other customers cannot be probed)."""
     customer_id = parse_uuid(request.match_info["id"])
+    who = principal(request)
+    if who.role in CUSTOMER_ROLES and who.customer_id != customer_id:
+        raise Problem(404, "Not found", f"No customer {customer_id}")
+    return customer_id
+
+
+@routes.get("/v1/customers/{id}")
+@policy(roles("admin", *CUSTOMER_ROLES))
+async def get_customer(request: web.Request) -> web.Response:
+    """One customer: operators any, members and contacts themselves (also while suspended)."""
+    customer_id = own_customer_id(request)
     row = await store.get_customer(request.app[RUNTIME].db, customer_id)
     if row is None:
         raise Problem(404, "Not found", f"No customer {customer_id}")
@@ -199,11 +210,12 @@ def _etag(row: Any) -> dict[str, str]:
 
 
 @routes.patch("/v1/customers/{id}")
-@policy(OPERATOR)
+@policy(roles("admin", *CUSTOMER_ROLES, changes_state=True))
 async def update_customer(request: web.Request) -> web.Response:
-    """Change profile fields. ``If-Match`` with the ETag is required: a stale version gets 412. The email stays
-    unique (case-insensitive) and the login email follows it."""
-    customer_id = parse_uuid(request.match_info["id"])
+    """Change profile fields: operators for anyone, members and contacts for themselves (not while suspended).
+    ``If-Match`` with the ETag is required: a stale version gets 412. The email stays unique (case-insensitive)
+    and the login email follows it."""
+    customer_id = own_customer_id(request)
     if_match = request.headers.get("If-Match")
     if if_match is None:
         raise Problem(

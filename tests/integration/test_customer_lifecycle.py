@@ -434,3 +434,42 @@ async def test_search_by_text_filters_sort_and_stable_pages(env):
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     _, empty, _ = await api.call("GET", "/v1/customers", 200, params={"created_after": later})
     assert empty["items"] == []
+
+
+async def test_customers_read_and_edit_only_themselves_and_nothing_while_suspended(env, keys):
+    api, _, _, _ = env
+    me = await api.customer("Self Service", "self@example.com")
+    other = await api.customer("Some One", "someone@example.com")
+    import uuid as _uuid
+
+    mine = {"Authorization": f"Bearer {keys.token('contact', _uuid.UUID(me['id']))}"}
+    status, _, _ = await api.call("GET", f"/v1/customers/{me['id']}", headers=mine)
+    assert status == 200
+    status, _, _ = await api.call("GET", f"/v1/customers/{other['id']}", headers=mine)
+    assert status == 404
+    status, _, _ = await api.call("GET", "/v1/customers", headers=mine)
+    assert status == 403
+    status, edited, _ = await api.call(
+        "PATCH", f"/v1/customers/{me['id']}", json={"phone": "+44 20 7946 0000"}, headers={**mine, "If-Match": '"1"'}
+    )
+    assert status == 200 and edited["phone"] == "+44 20 7946 0000"
+    status, _, _ = await api.call(
+        "PATCH", f"/v1/customers/{other['id']}", json={"phone": "+1 555"}, headers={**mine, "If-Match": '"1"'}
+    )
+    assert status == 404
+    _, history, _ = await api.call("GET", f"/v1/customers/{me['id']}/history", 200)
+    assert history["items"][-1]["actor"]["type"] == "customer"
+
+    await api.call("POST", f"/v1/customers/{me['id']}/suspension", 201, json={"reason": "policy"})
+    # the token still says "active": the service's own data decides
+    status, problem, _ = await api.call(
+        "PATCH", f"/v1/customers/{me['id']}", json={"phone": "+1 555 0100"}, headers={**mine, "If-Match": '"3"'}
+    )
+    assert status == 403 and problem["type"] == "urn:problem:customer-suspended"
+    status, read, _ = await api.call("GET", f"/v1/customers/{me['id']}", headers=mine)
+    assert status == 200 and read["standing"] == "suspended"
+    await api.call("DELETE", f"/v1/customers/{me['id']}/suspension", 200)
+    status, _, _ = await api.call(
+        "PATCH", f"/v1/customers/{me['id']}", json={"phone": "+1 555 0100"}, headers={**mine, "If-Match": '"4"'}
+    )
+    assert status == 200
