@@ -11,7 +11,23 @@ import asyncpg
 
 from services.accounts import security, store
 from shared.consumer import Handler, PermanentError
-from shared.events import AccountCreatedV1, CustomerCreatedV1, Envelope, Message, SendEmailV1
+from shared.events import (
+    AccountCreatedV1,
+    AccountReactivatedV1,
+    AccountRoleChangedV1,
+    AccountSuspendedV1,
+    CustomerBecameContactV1,
+    CustomerBecameMemberV1,
+    CustomerCreatedV1,
+    CustomerReactivatedV1,
+    CustomerSuspendedV1,
+    CustomerUpdatedV1,
+    CustomerUserAccountRequestedV1,
+    Envelope,
+    Message,
+    SendEmailV1,
+)
+from shared.events.customers import CustomerStateMixin
 from shared.outbox import emit
 from shared.sealing import seal
 
@@ -40,9 +56,12 @@ async def create_invited_account(
     role: str,
     correlation_id: str | None,
     causation_id: str | None,
+    customer_sequence: int = 0,
+    customer_standing: str = "active",
 ) -> uuid.UUID | None:
     """Account (invited) + invitation (token hash) + account.created event + the welcome email request, in the
-    caller's transaction. Returns None when the customer already has an account."""
+    caller's transaction. Returns None when the customer already has an account. ``customer_sequence`` and
+    ``customer_standing`` come from the customer event the account is made from."""
     account_id = uuid.uuid4()
     try:
         account = await store.insert_account(
@@ -53,6 +72,8 @@ async def create_invited_account(
             full_name=full_name,
             role=role,
             status="invited",
+            customer_sequence=customer_sequence,
+            customer_standing=customer_standing,
         )
     except store.EmailTaken:
         raise PermanentError("another account already uses this email address") from None
@@ -140,11 +161,87 @@ async def issue_invitation(
     return expires_at
 
 
+async def apply_customer_state(
+    conn: asyncpg.Connection,
+    env: Envelope,
+    customer_id: uuid.UUID,
+    kind: str,
+    standing: str,
+    *,
+    email: str | None = None,
+    full_name: str | None = None,
+) -> None:
+    """Make the customer's account follow the customer as of ``env.sequence`` (the customer's version), in the
+    caller's transaction. Every customer event after creation carries the kind and standing after the change,
+    so every handler calls this with them, and the newest event wins whatever the delivery order:
+
+    - kind -> role (not for an admin account); standing -> status: 'active' <-> 'suspended'. An invited account
+      stays invited and a revoked one revoked; the standing is remembered for activation.
+    - email and full name, from the events that carry them (updated, user_account_requested), under their own
+      watermark: the login email follows the customer's email.
+    - Nothing when the customer has no account, or the event is not newer than what the account holds.
+
+    Each real change bumps the account's version; a role change is announced with ``accounts.account.
+    role_changed.v1`` and a status change with ``accounts.account.suspended.v1`` / ``reactivated.v1``, each with
+    the account version it produced as sequence. A profile change is not announced (it only bumps the version).
+    A new email that belongs to another account is a PermanentError (the event goes to the dead-letter queue)."""
+    try:
+        row = await store.apply_customer_state(
+            conn,
+            customer_id=customer_id,
+            sequence=env.sequence,
+            kind=kind,
+            standing=standing,
+            email=email,
+            full_name=full_name,
+        )
+    except store.EmailTaken:
+        raise PermanentError(
+            f"customer {customer_id}: another account already uses the new email address, so the login email "
+            "cannot follow it"
+        ) from None
+    if row is None:
+        return
+    changes: list[Message] = []
+    if row["role"] != row["old_role"]:
+        changes.append(
+            AccountRoleChangedV1(
+                account_id=row["id"],
+                customer_id=row["customer_id"],
+                role=row["role"],
+                status=row["old_status"],  # the status changes (if it does) right after, in its own event
+                previous_role=row["old_role"],
+            )
+        )
+    if row["status"] != row["old_status"]:
+        status_event = AccountSuspendedV1 if row["status"] == "suspended" else AccountReactivatedV1
+        changes.append(
+            status_event(account_id=row["id"], customer_id=row["customer_id"], role=row["role"], status=row["status"])
+        )
+    version = row["old_version"] + int(row["profile_changed"])
+    for message in changes:
+        version += 1
+        await emit(
+            conn,
+            message,
+            producer=SERVICE,
+            subject=row["id"],
+            sequence=version,
+            correlation_id=env.correlation_id,
+            causation_id=str(env.event_id),
+        )
+    if version != row["version"]:  # cannot happen: the UPDATE bumps the version once per change
+        raise RuntimeError(f"account {row['id']}: version {row['version']} after the changes, expected {version}")
+
+
 def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
-    async def on_customer_created(conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1) -> None:
-        if not event.send_welcome:
-            return
-        await create_invited_account(
+    async def create_or_follow(
+        conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1 | CustomerUserAccountRequestedV1
+    ) -> None:
+        """An invited account with its welcome email, made from the customer as of this event; when the
+        customer already has an account nothing is created or sent (a repeated request), and the account only
+        follows the event if it is newer than what it holds."""
+        created = await create_invited_account(
             conn,
             cfg,
             customer_id=event.customer_id,
@@ -153,10 +250,46 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
             role=event.kind,
             correlation_id=env.correlation_id,
             causation_id=str(env.event_id),
+            customer_sequence=env.sequence,
+            customer_standing=event.standing,
+        )
+        if created is None:
+            await apply_customer_state(
+                conn, env, event.customer_id, event.kind, event.standing, email=event.email, full_name=event.full_name
+            )
+
+    async def on_customer_created(conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1) -> None:
+        if event.send_welcome:
+            await create_or_follow(conn, env, event)
+
+    async def on_user_account_requested(
+        conn: asyncpg.Connection, env: Envelope, event: CustomerUserAccountRequestedV1
+    ) -> None:
+        await create_or_follow(conn, env, event)
+
+    async def on_customer_updated(conn: asyncpg.Connection, env: Envelope, event: CustomerUpdatedV1) -> None:
+        await apply_customer_state(
+            conn, env, event.customer_id, event.kind, event.standing, email=event.email, full_name=event.full_name
         )
 
+    async def on_customer_state(conn: asyncpg.Connection, env: Envelope, event: CustomerStateMixin) -> None:
+        """became_member, became_contact, suspended, reactivated: each carries the kind and standing after the
+        change, which is all the account follows."""
+        await apply_customer_state(conn, env, event.customer_id, event.kind, event.standing)
+
+    state_events: tuple[type[CustomerStateMixin], ...] = (
+        CustomerBecameMemberV1,
+        CustomerBecameContactV1,
+        CustomerSuspendedV1,
+        CustomerReactivatedV1,
+    )
     return {
         "accounts.customer-events": {
             CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, on_customer_created),
+            CustomerUserAccountRequestedV1.routing_key(): Handler(
+                CustomerUserAccountRequestedV1, on_user_account_requested
+            ),
+            CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated),
+            **{m.routing_key(): Handler(m, on_customer_state) for m in state_events},
         }
     }

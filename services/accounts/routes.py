@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from services.accounts import security, store
 from services.accounts.handlers import WelcomeConfig, issue_invitation
 from shared.auth import OPEN, OPERATOR, policy, principal, roles
-from shared.events import AccountActivatedV1
+from shared.events import AccountActivatedV1, AccountSuspendedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.outbox import emit
 from shared.service import RUNTIME
@@ -95,7 +95,9 @@ async def activate_page(request: web.Request) -> web.Response:
 @routes.post("/v1/activations")
 @policy(OPEN)
 async def activate(request: web.Request) -> web.Response:
-    """Set the password with a set-password token; the account becomes active and the token stops working."""
+    """Set the password with a set-password token; the token stops working and the account can log in. It
+    becomes active, or suspended (login works, with a suspended standing) when its customer is suspended: then
+    ``accounts.account.activated.v1`` is followed by ``accounts.account.suspended.v1``, one version later."""
     body = await parse_body(request, ActivationRequest)
     cfg = request.app[ACCOUNTS_CFG]
     problems = security.password_problems(body.password, cfg["password_min_length"])
@@ -115,15 +117,31 @@ async def activate(request: web.Request) -> web.Response:
         if invitation is None:
             raise INVALID_LINK
         account = await store.activate_account(conn, invitation["account_id"], password_hash)
+        suspended = account["status"] == "suspended"
         await emit(
             conn,
             AccountActivatedV1(account_id=account["id"], customer_id=account["customer_id"], status="active"),
             producer=SERVICE,
             subject=account["id"],
-            sequence=account["version"],
+            sequence=account["version"] - 1 if suspended else account["version"],
             correlation_id=request[REQUEST_ID],
             causation_id=request[REQUEST_ID],
         )
+        if suspended:
+            await emit(
+                conn,
+                AccountSuspendedV1(
+                    account_id=account["id"],
+                    customer_id=account["customer_id"],
+                    role=account["role"],
+                    status="suspended",
+                ),
+                producer=SERVICE,
+                subject=account["id"],
+                sequence=account["version"],
+                correlation_id=request[REQUEST_ID],
+                causation_id=request[REQUEST_ID],
+            )
     return json_response({"account_id": str(account["id"]), "status": account["status"]})
 
 

@@ -24,13 +24,17 @@ async def insert_account(
     role: str,
     status: str,
     password_hash: str | None = None,
+    customer_sequence: int = 0,
+    customer_standing: str = "active",
 ) -> asyncpg.Record | None:
-    """Returns None when the customer already has an account (a duplicate request)."""
+    """Returns None when the customer already has an account (a duplicate request). ``customer_sequence`` is
+    the sequence of the customer event the account is made from: its kind, standing, email and name are as of
+    that event."""
     try:
         return await conn.fetchrow(
             f"""INSERT INTO accounts (id, customer_id, email, full_name, role, status, password_hash,
-                                      activated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'active' THEN now() END)
+                                      activated_at, customer_sequence, profile_sequence, customer_standing)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'active' THEN now() END, $8, $8, $9)
                 ON CONFLICT (customer_id) DO NOTHING
                 RETURNING {ACCOUNT_COLUMNS}""",
             account_id,
@@ -40,6 +44,8 @@ async def insert_account(
             role,
             status,
             password_hash,
+            customer_sequence,
+            customer_standing,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "accounts_email_key":
@@ -76,14 +82,89 @@ async def use_invitation(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg
 
 
 async def activate_account(conn: asyncpg.Connection, account_id: uuid.UUID, password_hash: str) -> asyncpg.Record:
+    """Set the password. An invited account becomes active, or suspended when its customer is suspended: that
+    is two changes (activated, then suspended), so the version goes up by two and the caller announces both."""
     return await conn.fetchrow(
         f"""UPDATE accounts SET password_hash = $2,
-                   status = CASE WHEN status = 'invited' THEN 'active' ELSE status END,
-                   activated_at = coalesce(activated_at, now()), version = version + 1, updated_at = now()
+                   status = CASE WHEN status <> 'invited' THEN status
+                                 WHEN customer_standing = 'suspended' THEN 'suspended'
+                                 ELSE 'active' END,
+                   version = version + CASE WHEN status = 'invited' AND customer_standing = 'suspended'
+                                            THEN 2 ELSE 1 END,
+                   activated_at = coalesce(activated_at, now()), updated_at = now()
             WHERE id = $1 RETURNING {ACCOUNT_COLUMNS}""",
         account_id,
         password_hash,
     )
+
+
+async def apply_customer_state(
+    conn: asyncpg.Connection,
+    *,
+    customer_id: uuid.UUID,
+    sequence: int,
+    kind: str,
+    standing: str,
+    email: str | None = None,
+    full_name: str | None = None,
+) -> asyncpg.Record | None:
+    """Apply what a customer event says about the customer after the change, in one conditional UPDATE (no
+    read-then-write): kind -> role (never for an admin) and standing -> status ('active' <-> 'suspended'; an
+    invited or revoked account keeps its status, the standing is remembered) only when ``sequence`` is above
+    ``customer_sequence``; email and full name (when the event carries them) only when it is above
+    ``profile_sequence``. The version goes up by one per change: profile, then role, then status.
+
+    Returns None when nothing applies (no account, or a stale event), else the account after the change with
+    ``old_role``, ``old_status``, ``old_version`` and ``profile_changed``. Raises ``EmailTaken`` when the new
+    email belongs to another account."""
+    try:
+        return await conn.fetchrow(
+            """WITH old AS (
+                   SELECT id, role, status, email, full_name, version,
+                          customer_sequence < $2 AS state_newer,
+                          ($5::text IS NOT NULL AND profile_sequence < $2) AS profile_newer
+                   FROM accounts
+                   WHERE customer_id = $1
+                     AND (customer_sequence < $2 OR ($5::text IS NOT NULL AND profile_sequence < $2))
+                   FOR UPDATE
+               ), new AS (
+                   SELECT id, state_newer, profile_newer, version AS old_version,
+                          role AS old_role, status AS old_status,
+                          CASE WHEN state_newer AND role <> 'admin' THEN $3::text ELSE role END AS role,
+                          CASE WHEN NOT state_newer THEN status
+                               WHEN status = 'active' AND $4::text = 'suspended' THEN 'suspended'
+                               WHEN status = 'suspended' AND $4::text = 'active' THEN 'active'
+                               ELSE status END AS status,
+                          CASE WHEN profile_newer THEN $5::text ELSE email END AS email,
+                          CASE WHEN profile_newer THEN $6::text ELSE full_name END AS full_name,
+                          profile_newer AND ($5::text IS DISTINCT FROM email OR $6::text IS DISTINCT FROM full_name)
+                              AS profile_changed
+                   FROM old
+               )
+               UPDATE accounts a
+               SET role = n.role, status = n.status, email = n.email, full_name = n.full_name,
+                   customer_standing = CASE WHEN n.state_newer THEN $4::text ELSE a.customer_standing END,
+                   customer_sequence = CASE WHEN n.state_newer THEN $2 ELSE a.customer_sequence END,
+                   profile_sequence = CASE WHEN n.profile_newer THEN $2 ELSE a.profile_sequence END,
+                   version = a.version + n.profile_changed::int + (n.role <> n.old_role)::int
+                             + (n.status <> n.old_status)::int,
+                   updated_at = CASE WHEN n.profile_changed OR n.role <> n.old_role OR n.status <> n.old_status
+                                     THEN now() ELSE a.updated_at END
+               FROM new n
+               WHERE a.id = n.id
+               RETURNING a.id, a.customer_id, a.role, a.status, a.version,
+                         n.old_role, n.old_status, n.old_version, n.profile_changed""",
+            customer_id,
+            sequence,
+            kind,
+            standing,
+            email,
+            full_name,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "accounts_email_key":
+            raise EmailTaken(email) from None
+        raise
 
 
 async def find_for_login(conn: asyncpg.Connection | asyncpg.Pool, email: str) -> asyncpg.Record | None:

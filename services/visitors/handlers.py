@@ -1,31 +1,96 @@
-"""Event consumers of the visitors service, all listed in HANDLERS."""
+"""Event consumers of the visitors service, all listed in HANDLERS.
+
+The ``hosts`` table is the service's replica of the customers, fed by every ``customers.customer.*`` fact. It
+converges whatever the delivery order, because each event says what the customer is *after* the change and its
+envelope ``sequence`` is the customer's version:
+
+- kind and standing travel in every event: they are applied when the event's sequence is above ``sequence``;
+- full name and email travel only in created and updated: they are applied when the event's sequence is above
+  ``profile_sequence`` (so an ``updated`` that arrives after a newer ``suspended`` still renames the host).
+
+An event that arrives before the customer's ``created`` (out of order) is not skipped: it inserts what it
+knows, and a host inserted by a kind or standing event has no name and email (NULL, ``profile_sequence`` 0)
+until created or updated arrives. Each write is one upsert whose conditions compare sequences, never a read
+then a write, so two events for one customer handled at once cannot undo each other.
+"""
 
 from __future__ import annotations
+
+import uuid
 
 import asyncpg
 
 from shared.consumer import Handler
-from shared.events import CustomerCreatedV1, Envelope
+from shared.events import (
+    CustomerBecameContactV1,
+    CustomerBecameMemberV1,
+    CustomerCreatedV1,
+    CustomerReactivatedV1,
+    CustomerSuspendedV1,
+    CustomerUpdatedV1,
+    Envelope,
+)
+from shared.events.customers import CustomerStateMixin
+
+
+async def upsert_host(
+    conn: asyncpg.Connection,
+    env: Envelope,
+    customer_id: uuid.UUID,
+    kind: str,
+    standing: str,
+    *,
+    full_name: str | None = None,
+    email: str | None = None,
+) -> None:
+    """Apply one customer event to its host row (see the module docstring); stale parts change nothing."""
+    await conn.execute(
+        """INSERT INTO hosts AS h (customer_id, full_name, email, kind, standing, sequence, profile_sequence)
+           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN 0 ELSE $6 END)
+           ON CONFLICT (customer_id) DO UPDATE SET
+               kind = CASE WHEN h.sequence < excluded.sequence THEN excluded.kind ELSE h.kind END,
+               standing = CASE WHEN h.sequence < excluded.sequence THEN excluded.standing ELSE h.standing END,
+               sequence = greatest(h.sequence, excluded.sequence),
+               full_name = CASE WHEN h.profile_sequence < excluded.profile_sequence
+                                THEN excluded.full_name ELSE h.full_name END,
+               email = CASE WHEN h.profile_sequence < excluded.profile_sequence
+                            THEN excluded.email ELSE h.email END,
+               profile_sequence = greatest(h.profile_sequence, excluded.profile_sequence),
+               updated_at = now()
+           WHERE h.sequence < excluded.sequence OR h.profile_sequence < excluded.profile_sequence""",
+        customer_id,
+        full_name,
+        email,
+        kind,
+        standing,
+        env.sequence,
+    )
 
 
 async def on_customer_created(conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1) -> None:
-    await conn.execute(
-        """INSERT INTO hosts (customer_id, full_name, email, kind, standing, sequence)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (customer_id) DO UPDATE SET full_name = excluded.full_name, email = excluded.email,
-               kind = excluded.kind, standing = excluded.standing, sequence = excluded.sequence, updated_at = now()
-           WHERE hosts.sequence < excluded.sequence""",
-        event.customer_id,
-        event.full_name,
-        event.email,
-        event.kind,
-        event.standing,
-        env.sequence,
+    await upsert_host(
+        conn, env, event.customer_id, event.kind, event.standing, full_name=event.full_name, email=event.email
     )
+
+
+async def on_customer_updated(conn: asyncpg.Connection, env: Envelope, event: CustomerUpdatedV1) -> None:
+    await upsert_host(
+        conn, env, event.customer_id, event.kind, event.standing, full_name=event.full_name, email=event.email
+    )
+
+
+async def on_customer_state(conn: asyncpg.Connection, env: Envelope, event: CustomerStateMixin) -> None:
+    """became_member, became_contact, suspended, reactivated: the kind and standing after the change."""
+    await upsert_host(conn, env, event.customer_id, event.kind, event.standing)
 
 
 HANDLERS: dict[str, dict[str, Handler]] = {
     "visitors.customer-events": {
         CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, on_customer_created),
+        CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated),
+        **{
+            m.routing_key(): Handler(m, on_customer_state)
+            for m in (CustomerBecameMemberV1, CustomerBecameContactV1, CustomerSuspendedV1, CustomerReactivatedV1)
+        },
     }
 }

@@ -220,3 +220,69 @@ async def test_operator_command_refuses_a_short_password_and_a_duplicate_email(r
     )
     assert again.returncode == 1 and "already exists" in again.stderr
     await asyncio.sleep(0)
+
+
+async def test_a_member_whose_plan_ends_becomes_a_contact_and_accounts_follows(running, smtp_server, amqp, prefix):
+    from datetime import date, timedelta
+
+    recorder = await EventRecorder(amqp, prefix).start()
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {await operator_token(running, http)}"}
+        customers = running.urls["customers"]
+        customer = await (
+            await http.post(
+                f"{customers}/v1/customers",
+                json={"full_name": "Marie Member", "email": "marie@example.com", "send_welcome": True},
+                headers=admin,
+            )
+        ).json()
+        plan = await (
+            await http.post(
+                f"{customers}/v1/plans",
+                json={"name": "Resident", "price_minor": 25000, "currency": "EUR", "billing_period": "month"},
+                headers=admin,
+            )
+        ).json()
+
+        async def account_role() -> str | None:
+            page = await (
+                await http.get(
+                    f"{running.urls['accounts']}/v1/accounts", params={"customer_id": customer["id"]}, headers=admin
+                )
+            ).json()
+            return page["items"][0]["role"] if page["items"] else None
+
+        await wait_for(lambda: account_role(), what="the invited account")
+        contract = await (
+            await http.post(
+                f"{customers}/v1/customers/{customer['id']}/contracts",
+                json={"plan_id": plan["id"], "starts_on": yesterday},
+                headers=admin,
+            )
+        ).json()
+        assert contract["status"] == "active"
+        await wait_for(lambda: _is(account_role(), "member"), what="the account's role to follow: member")
+
+        cancelled = await http.post(
+            f"{customers}/v1/contracts/{contract['id']}/cancellation",
+            json={"ends_on": yesterday, "reason": "plan ended"},
+            headers=admin,
+        )
+        assert cancelled.status == 200
+        got = await (await http.get(f"{customers}/v1/customers/{customer['id']}", headers=admin)).json()
+        assert got["kind"] == "contact"
+
+        async def portal_access() -> str:
+            c = await (await http.get(f"{customers}/v1/customers/{customer['id']}", headers=admin)).json()
+            return c["portal_access"]
+
+        # customers learns it from accounts' events
+        await wait_for(lambda: _is(portal_access(), "invited"), what="portal access seen by customers")
+        await wait_for(lambda: _is(account_role(), "contact"), what="the account's role to follow: contact")
+    roles = [e["payload"]["role"] for e in recorder.of_type("accounts.account.role_changed.v1")]
+    assert roles == ["member", "contact"]
+
+
+async def _is(awaitable, expected) -> bool:
+    return (await awaitable) == expected
