@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -34,6 +35,7 @@ class Principal:
     customer_id: uuid.UUID | None = None
     standing: str = "active"
     scopes: frozenset[str] = field(default_factory=frozenset)
+    issued_at: datetime | None = None
 
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Principal:
@@ -44,6 +46,7 @@ class Principal:
             customer_id=uuid.UUID(cid) if cid else None,
             standing=claims.get("standing", "active"),
             scopes=frozenset(str(claims.get("scope", "")).split()),
+            issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
         )
 
 
@@ -75,6 +78,9 @@ CUSTOMER_ROLES = ("member", "contact")
 
 StandingLookup = Callable[[uuid.UUID], Awaitable[str | None]]
 STANDING_LOOKUP = web.AppKey("standing_lookup", object)
+REVOCATION_CHECK = web.AppKey("revocation_check", object)
+"""``await check(account_id, issued_at) -> bool``: True when the account's portal access was revoked after the
+token was issued (see shared.revocation)."""
 """Optional per service: the customer's current standing from the service's own data (its database or replica),
 which wins over the standing in the token (a token issued before a suspension still says active)."""
 
@@ -226,6 +232,9 @@ def make_auth_middleware() -> Callable[..., Any]:
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("Send an access token: Authorization: Bearer <token>")
         principal = await request.app[VERIFIER_KEY].verify(token.strip())
+        check = request.app.get(REVOCATION_CHECK)
+        if check is not None and await check(principal.account_id, principal.issued_at):  # type: ignore[operator]
+            raise _unauthorized("The access token was revoked")
         if principal.role not in p.roles:
             raise Problem(403, "Forbidden", f"This needs the role {' or '.join(sorted(p.roles))}")
         if p.changes_state and principal.role in CUSTOMER_ROLES:

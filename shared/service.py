@@ -16,7 +16,8 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.auth import OPEN, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
+from shared import revocation
+from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
 from shared.db import create_pool, migrate
@@ -61,15 +62,24 @@ def create_service_app(
     verifier: TokenVerifier | None = None,
     migrate_on_start: bool = True,
     cleanup_sql: tuple[str, ...] = (),
+    revocations_queue: str | None = None,
 ) -> web.Application:
+    """``revocations_queue``: the service's queue bound to accounts' revoked/restored events; their handlers are
+    added to it and tokens of revoked accounts are refused (accounts itself checks its own table instead)."""
     common = settings.common
     app = web.Application(
         middlewares=[request_context_middleware, make_auth_middleware()], client_max_size=MAX_BODY_BYTES
     )
     app[MAX_BODY_KEY] = MAX_BODY_BYTES
     topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
-    rt = Runtime(name, settings, migrations_dir, consumers or {}, topology)
+    consumers = {q: dict(h) for q, h in (consumers or {}).items()}
+    if revocations_queue is not None:
+        # the service's own handlers for these events (which must then call shared.revocation) take precedence
+        consumers[revocations_queue] = {**revocation.HANDLERS, **consumers.get(revocations_queue, {})}
+    rt = Runtime(name, settings, migrations_dir, consumers, topology)
     app[RUNTIME] = rt
+    if revocations_queue is not None:
+        app[REVOCATION_CHECK] = revocation.RevocationCheck(lambda: rt.db)
     app[VERIFIER_KEY] = verifier or JwksVerifier(common.jwks_url, common.jwt_issuer, common.jwt_audience)
 
     async def database(app: web.Application) -> AsyncIterator[None]:

@@ -18,6 +18,8 @@ from shared.events import (
     EVENTS_EXCHANGE,
     AccountActivatedV1,
     AccountCreatedV1,
+    AccountRestoredV1,
+    AccountRevokedV1,
     CustomerBecameContactV1,
     CustomerBecameMemberV1,
     CustomerCreatedV1,
@@ -57,6 +59,8 @@ CUSTOMER_FACTS = (
     CustomerReactivatedV1.routing_key(),
 )
 
+REVOCATIONS = (AccountRevokedV1.routing_key(), AccountRestoredV1.routing_key())
+
 QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec(
         "accounts.customer-events",
@@ -66,9 +70,11 @@ QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec(
         "customers.account-events",
         EVENTS_EXCHANGE,
-        (AccountCreatedV1.routing_key(), AccountActivatedV1.routing_key()),
+        (AccountCreatedV1.routing_key(), AccountActivatedV1.routing_key(), *REVOCATIONS),
     ),
+    QueueSpec("notifications.account-events", EVENTS_EXCHANGE, REVOCATIONS),
     QueueSpec("notifications.send-email", COMMANDS_EXCHANGE, (SendEmailV1.routing_key(),)),
+    QueueSpec("visitors.account-events", EVENTS_EXCHANGE, REVOCATIONS),
     QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, CUSTOMER_FACTS),
 )
 

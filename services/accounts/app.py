@@ -11,9 +11,10 @@ from services.accounts import security
 from services.accounts.handlers import SERVICE, WelcomeConfig, make_handlers
 from services.accounts.routes import ACCOUNTS_CFG, WELCOME_KEY, routes
 from services.accounts.settings import AccountsSettings
-from shared.auth import StaticKeyVerifier
+from shared.auth import REVOCATION_CHECK, StaticKeyVerifier
+from shared.revocation import RevocationCheck
 from shared.sealing import load_key
-from shared.service import create_service_app
+from shared.service import RUNTIME, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -48,6 +49,12 @@ def create_app(settings: AccountsSettings) -> web.Application:
         SERVICE, settings, migrations_dir=MIGRATIONS, consumers=make_handlers(welcome), verifier=verifier
     )
     app[WELCOME_KEY] = welcome
+    rt = app[RUNTIME]
+    app[REVOCATION_CHECK] = RevocationCheck(
+        lambda: rt.db,
+        sql="""SELECT revoked_at, status <> 'revoked' AS restored FROM accounts
+               WHERE id = $1 AND revoked_at IS NOT NULL""",
+    )
     app[ACCOUNTS_CFG] = {
         "signing_key": signing_key,
         "jwks": [security.public_jwk(k) for k in public_keys],

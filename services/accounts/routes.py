@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from services.accounts import security, store
 from services.accounts.handlers import WelcomeConfig, issue_invitation
 from shared.auth import OPEN, OPERATOR, policy, principal, roles
-from shared.events import AccountActivatedV1, AccountSuspendedV1
+from shared.events import AccountActivatedV1, AccountRestoredV1, AccountRevokedV1, AccountSuspendedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.outbox import emit
 from shared.service import RUNTIME
@@ -238,3 +238,94 @@ async def resend_invitation(request: web.Request) -> web.Response:
             causation_id=request[REQUEST_ID],
         )
     return json_response({"account_id": str(account_id), "invitation_expires_at": expires_at.isoformat()}, status=202)
+
+
+async def _locked_account(conn: Any, account_id: uuid.UUID) -> Any:
+    row = await conn.fetchrow("SELECT * FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+    if row is None:
+        raise Problem(404, "Not found", f"No account {account_id}")
+    return row
+
+
+@routes.post("/v1/accounts/{id}/revocation")
+@policy(OPERATOR)
+async def revoke(request: web.Request) -> web.Response:
+    """Revoke portal access: the account cannot log in, its unused set-password links stop working, and every
+    access token issued until now is refused by every service (within seconds). Already revoked: 409."""
+    account_id = parse_uuid(request.match_info["id"])
+    rt = request.app[RUNTIME]
+    async with rt.db.acquire() as conn, conn.transaction():
+        row = await _locked_account(conn, account_id)
+        if row["status"] == "revoked":
+            raise Problem(
+                409, "Already revoked", "The account's access is already revoked", type_="urn:problem:revoked"
+            )
+        if row["role"] == "admin":
+            raise Problem(
+                409, "Operator account", "Operator accounts are not revoked here", type_="urn:problem:operator-account"
+            )
+        row = await conn.fetchrow(
+            """UPDATE accounts SET status = 'revoked', revoked_at = now(), version = version + 1, updated_at = now()
+               WHERE id = $1 RETURNING *""",
+            account_id,
+        )
+        await conn.execute(
+            """UPDATE invitations SET expires_at = now()
+               WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()""",
+            account_id,
+        )
+        await emit(
+            conn,
+            AccountRevokedV1(
+                account_id=account_id,
+                customer_id=row["customer_id"],
+                role=row["role"],
+                status="revoked",
+                revoked_at=row["revoked_at"],
+            ),
+            producer=SERVICE,
+            subject=account_id,
+            sequence=row["version"],
+            correlation_id=request[REQUEST_ID],
+            causation_id=request[REQUEST_ID],
+        )
+    return json_response(_account(row))
+
+
+@routes.delete("/v1/accounts/{id}/revocation")
+@policy(OPERATOR)
+async def restore(request: web.Request) -> web.Response:
+    """Restore revoked portal access: the account is active again (suspended if the customer is, invited if no
+    password was ever set; send it a new link then). Tokens from before the revocation stay refused. Not revoked:
+    409."""
+    account_id = parse_uuid(request.match_info["id"])
+    rt = request.app[RUNTIME]
+    async with rt.db.acquire() as conn, conn.transaction():
+        row = await _locked_account(conn, account_id)
+        if row["status"] != "revoked":
+            raise Problem(409, "Not revoked", "The account's access is not revoked", type_="urn:problem:not-revoked")
+        if row["password_hash"] is None:
+            status = "invited"
+        else:
+            status = "suspended" if row["customer_standing"] == "suspended" else "active"
+        row = await conn.fetchrow(
+            """UPDATE accounts SET status = $2, version = version + 1, updated_at = now() WHERE id = $1 RETURNING *""",
+            account_id,
+            status,
+        )
+        await emit(
+            conn,
+            AccountRestoredV1(
+                account_id=account_id,
+                customer_id=row["customer_id"],
+                role=row["role"],
+                status=status,  # type: ignore[arg-type]
+                revoked_at=row["revoked_at"],
+            ),
+            producer=SERVICE,
+            subject=account_id,
+            sequence=row["version"],
+            correlation_id=request[REQUEST_ID],
+            causation_id=request[REQUEST_ID],
+        )
+    return json_response(_account(row))

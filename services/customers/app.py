@@ -29,6 +29,7 @@ def create_app(
         migrations_dir=MIGRATIONS,
         consumers=HANDLERS,
         verifier=verifier,
+        revocations_queue="customers.account-events",
         # a client retrying with the same Idempotency-Key gets the first answer for a day
         cleanup_sql=("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",),
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from services.customers import lifecycle
+from shared import revocation
 from shared.consumer import Handler
-from shared.events import AccountActivatedV1, AccountCreatedV1, Envelope
+from shared.events import AccountActivatedV1, AccountCreatedV1, AccountRestoredV1, AccountRevokedV1, Envelope
 
 
 async def _portal_access(
@@ -41,9 +42,21 @@ async def on_account_activated(conn: asyncpg.Connection, env: Envelope, event: A
     await _portal_access(conn, env, event.customer_id, event.account_id, "active")
 
 
+async def on_account_revoked(conn: asyncpg.Connection, env: Envelope, event: AccountRevokedV1) -> None:
+    await revocation.on_account_revoked(conn, env, event)  # this service refuses the account's old tokens too
+    await _portal_access(conn, env, event.customer_id, event.account_id, "revoked")
+
+
+async def on_account_restored(conn: asyncpg.Connection, env: Envelope, event: AccountRestoredV1) -> None:
+    await revocation.on_account_restored(conn, env, event)
+    await _portal_access(conn, env, event.customer_id, event.account_id, event.status)
+
+
 HANDLERS: dict[str, dict[str, Handler]] = {
     "customers.account-events": {
         AccountCreatedV1.routing_key(): Handler(AccountCreatedV1, on_account_created),
         AccountActivatedV1.routing_key(): Handler(AccountActivatedV1, on_account_activated),
+        AccountRevokedV1.routing_key(): Handler(AccountRevokedV1, on_account_revoked),
+        AccountRestoredV1.routing_key(): Handler(AccountRestoredV1, on_account_restored),
     }
 }

@@ -46,6 +46,7 @@ def create_app(settings: NotificationsSettings, verifier: TokenVerifier | None =
         migrations_dir=MIGRATIONS,
         consumers=make_handlers(renderer.templates()),
         verifier=verifier,
+        revocations_queue="notifications.account-events",
     )
     rt = app[RUNTIME]
 

@@ -16,4 +16,11 @@ SERVICE = "visitors"
 def create_app(settings: VisitorsSettings, verifier: TokenVerifier | None = None) -> web.Application:
     """Visits and visitors arrive with their own issue; today the service keeps its replica of the customers
     who can host visitors, fed by customer events."""
-    return create_service_app(SERVICE, settings, migrations_dir=MIGRATIONS, consumers=HANDLERS, verifier=verifier)
+    return create_service_app(
+        SERVICE,
+        settings,
+        migrations_dir=MIGRATIONS,
+        consumers=HANDLERS,
+        verifier=verifier,
+        revocations_queue="visitors.account-events",
+    )

@@ -8,6 +8,8 @@ from shared.events.accounts import (
     AccountActivatedV1,
     AccountCreatedV1,
     AccountReactivatedV1,
+    AccountRestoredV1,
+    AccountRevokedV1,
     AccountRoleChangedV1,
     AccountSuspendedV1,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "AccountActivatedV1",
     "AccountCreatedV1",
     "AccountReactivatedV1",
+    "AccountRestoredV1",
+    "AccountRevokedV1",
     "AccountRoleChangedV1",
     "AccountSuspendedV1",
     "ContractEndedV1",

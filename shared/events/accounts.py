@@ -70,3 +70,24 @@ class AccountRoleChangedV1(AccountStateMixin):
     EVENT_VERSION = 1
 
     previous_role: Literal["admin", "member", "contact"] = Field(description="Role before the change")
+
+
+@register
+class AccountRevokedV1(AccountStateMixin):
+    """An operator revoked the account's portal access: it cannot log in, and every access token issued before
+    ``revoked_at`` stops working in every service."""
+
+    EVENT_TYPE = "accounts.account.revoked"
+    EVENT_VERSION = 1
+
+    revoked_at: datetime = Field(description="Tokens issued at or before this time are refused from now on")
+
+
+@register
+class AccountRestoredV1(AccountStateMixin):
+    """An operator restored revoked portal access; tokens from before the revocation stay invalid."""
+
+    EVENT_TYPE = "accounts.account.restored"
+    EVENT_VERSION = 1
+
+    revoked_at: datetime = Field(description="The revocation this ends (older tokens remain refused)")
