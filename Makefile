@@ -26,5 +26,8 @@ lint: install
 test: install lint
 	$(BIN)/pytest
 
+bench: install
+	$(BIN)/python bench/run.py
+
 clean:
 	rm -rf $(VENV) .local .pytest_cache .ruff_cache .mypy_cache

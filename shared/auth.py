@@ -113,11 +113,26 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self._keys: dict[str, Any] = {}
+        self._verified: dict[str, tuple[float, Principal]] = {}
 
     async def key_for(self, kid: str) -> Any | None:
         return self._keys.get(kid)
 
     async def verify(self, token: str) -> Principal:
+        """A token verified once is remembered until it expires (checking an ES256 signature was a quarter of
+        a read request's CPU); the cache is bounded, and revocation is checked on every request anyway."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            if hit[0] > time.time():
+                return hit[1]
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = (expires, principal)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -135,7 +150,7 @@ class TokenVerifier:
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
-            return Principal.from_claims(claims)
+            return Principal.from_claims(claims), float(claims["exp"])
         except jwt.ExpiredSignatureError:
             raise _unauthorized("The access token has expired") from None
         except (jwt.PyJWTError, KeyError, ValueError):

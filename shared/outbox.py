@@ -127,6 +127,8 @@ class OutboxRelay:
         await self.broker.wait_connected()
         while not self._stop.is_set():
             await self._listen()
+            # cleared before the round, not after: a wake-up arriving during the round starts the next one at once
+            self._wake.clear()
             try:
                 published = await self.relay_once()
                 if time.monotonic() - self._last_cleanup > 600:
@@ -141,7 +143,6 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             if published >= self.batch_size:
                 continue  # more may be waiting
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
 

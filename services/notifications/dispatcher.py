@@ -84,6 +84,8 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
+            # cleared before the round, not after: a wake-up arriving during the round starts the next one at once
+            self._wake.clear()
             try:
                 n = await self.dispatch_once()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -96,7 +98,6 @@ class Dispatcher:
                 await asyncio.sleep(1)
             if n >= self.batch_size:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import os
+import socket
 import uuid
 from datetime import datetime
 from email.headerregistry import Address
@@ -98,6 +99,8 @@ class SmtpSender:
         self.username, self.password = username, password
         self.starttls, self.tls = starttls, tls
         self.timeout_s = timeout_s
+        # resolved once: aiosmtplib would otherwise look the local name up in a thread for every connection
+        self.local_hostname = socket.getfqdn()
 
     async def send(self, message: EmailMessage) -> None:
         try:
@@ -110,6 +113,7 @@ class SmtpSender:
                 start_tls=self.starttls,
                 use_tls=self.tls,
                 timeout=self.timeout_s,
+                local_hostname=self.local_hostname,
             )
         except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed and not offered by the server
             raise PermanentFailure(f"the mail server cannot take this message: {exc}") from None

@@ -1,0 +1,276 @@
+"""The benchmark run: options, phases, the printed table and the JSON result file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bench import load
+from bench.system import ROOT, SERVICES, Sampler, System, describe_machine, machine_line
+
+RESULTS = ROOT / "bench" / "results"
+CPU_GROUPS = (*SERVICES, "postgres", "rabbitmq", "bench", "other", "machine")
+
+
+def git_state() -> dict[str, Any]:
+    """The code under test: the commit and the files changed since (the working tree is what runs)."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout
+
+    status = git("status", "--porcelain").splitlines()  # "XY path": two status letters, a space, the path
+    changed = [line[3:] for line in status if line[3:] and not line[3:].startswith("bench/")]
+    return {"commit": git("rev-parse", "HEAD").strip(), "changed_files": changed}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark the four services as processes: HTTP read/write (closed loop), the welcome flow "
+        "(open loop, POST to SMTP acceptance), CPU and memory. All traffic stays on 127.0.0.1.",
+    )
+    p.add_argument("--quick", action="store_true", help="short run: 5 s phases, rates 25,100")
+    p.add_argument("--duration", type=float, help="seconds of each measured phase (default 15, quick 5)")
+    p.add_argument("--rates", help="welcome-flow offered rates, flows/s, comma-separated (default 25,50,100,200)")
+    p.add_argument("--concurrency", type=int, default=32, help="closed-loop clients (default 32)")
+    p.add_argument("--drain", type=float, default=30.0, help="max wait for late emails after a rate (default 30)")
+    p.add_argument("--phases", default="read,write,welcome", help="which phases to run (default read,write,welcome)")
+    p.add_argument("--seed", type=int, default=500, help="customers created for the read phase (default 500)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the services, e.g. --set NOTIFICATIONS_DISPATCH_CONCURRENCY=50 (repeatable)",
+    )
+    args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 5.0 if args.quick else 15.0
+    if args.rates is None:
+        args.rates = "25,100" if args.quick else "25,50,100,200"
+    try:
+        args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        p.error("--rates takes numbers separated by commas")
+    if not args.rates or any(r <= 0 for r in args.rates) or args.duration <= 0:
+        p.error("rates and duration must be positive")
+    args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
+    if not args.phases or not args.phases <= {"read", "write", "welcome"}:
+        p.error("--phases takes read, write and/or welcome")
+    args.warmup = 1.0 if args.quick else 2.0
+    env = {}
+    for item in args.overrides:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            p.error(f"--set takes NAME=VALUE, not {item!r}")
+        env[name] = value
+    args.env = env
+    return args
+
+
+def _fmt(v: Any, width: int, digits: int = 1) -> str:
+    if v is None:
+        return f"{'-':>{width}}"
+    if isinstance(v, float):
+        return f"{v:>{width}.{digits}f}"
+    return f"{v!s:>{width}}"
+
+
+def _p99_text(s: dict[str, Any]) -> str:
+    if s["p99_ms"] is None:
+        return f">{s['drain_limit_s']:g}s*"
+    return f"{s['p99_ms']:.0f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    lines = [
+        f"Coworking backend benchmark {result['started_at']}  (prefix {cfg['prefix']}, logs {cfg['logs']})",
+        f"machine: {result['machine_line']}",
+        f"code: {result['code']['commit'][:12]}"
+        + (
+            f" + uncommitted changes to {len(result['code']['changed_files'])} file(s)"
+            if result["code"]["changed_files"]
+            else ""
+        ),
+        "note: the load generator and the SMTP server (one Python process) share these cores with everything measured",
+        "",
+        f"HTTP, closed loop: {cfg['concurrency']} clients, {cfg['duration_s']:g} s each "
+        f"(after {cfg['warmup_s']:g} s warm-up); {cfg['seed']} customers to read",
+        f"  {'phase':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}",
+    ]
+    for key, label in (("read", "read  GET /v1/customers/{id}"), ("write", "write POST /v1/customers")):
+        r = result.get(key)
+        if r is None:
+            continue
+        lines.append(
+            f"  {label:<30}{_fmt(r['rps'], 9)}{_fmt(r['p50_ms'], 9)}{_fmt(r['p99_ms'], 9)}"
+            f"{_fmt(r['max_ms'], 9, 0)}{_fmt(r['errors'], 8)}"
+        )
+    lines += [
+        "",
+        f"Welcome flow, open loop: {cfg['duration_s']:g} s per offered rate; latency = POST sent (scheduled time)"
+        " -> SMTP server accepted that recipient's email",
+        f"  {'offered/s':>9}{'achieved/s':>11}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+        f"{'POST p99':>9}{'errors':>7}{'missing':>8}{'last +s':>8}{'after/s':>8}",
+    ]
+    for s in result["welcome"]:
+        lines.append(
+            f"  {s['offered_per_s']:>9g}{_fmt(s['achieved_per_s'], 11)}{_fmt(s['p50_ms'], 8, 0)}"
+            f"{_fmt(s['p95_ms'], 8, 0)}{_p99_text(s):>8}{_fmt(s['max_ms'], 8, 0)}{_fmt(s['http_p99_ms'], 9, 0)}"
+            f"{_fmt(s['errors'], 7)}{_fmt(s['missing_after_drain'], 8)}{_fmt(s['last_email_after_window_s'], 8, 1)}"
+            f"{_fmt(s['after_window_per_s'], 8, 0)}"
+        )
+    sat = result["saturation_rate"]
+    lines += [
+        "  achieved: emails/s in the send window from the first acceptance; missing: no email "
+        f"{cfg['drain_s']:g} s after it (infinite",
+        "  latency); last +s: last email after the window; after/s: emails/s while the backlog drains, no new POSTs",
+        "  saturation rate (achieved >= 95% of offered, p99 < 1 s, no errors): "
+        + (f"{sat:g} flows/s" if sat is not None else "none of the rates tested"),
+        "",
+        "Welcome flow stages, p50/p99 ms (from the services' tables, joined on X-Request-ID)",
+        "  "
+        + f"{'offered/s':>9}"
+        + "".join(
+            f"{h:>15}" for h in ("POST->tx", "cust relay", "->accounts", "acct relay", "->notif", "->SMTP", "SMTP")
+        ),
+    ]
+    for s, st in zip(result["welcome"], result["welcome_stages"], strict=True):
+        cells = [f"{_fmt(st[k]['p50_ms'], 0, 0).strip()}/{_fmt(st[k]['p99_ms'], 0, 0).strip()}" for k, _ in load.STAGES]
+        lines.append(f"  {s['offered_per_s']:>9g}" + "".join(f"{c:>15}" for c in cells))
+    lines += [
+        "  relay: outbox insert -> relay claim; ->accounts/->notif: claim -> consumer tx (publish, confirm, broker);",
+        "  ->SMTP: delivery insert -> MAIL FROM (dispatcher wake-up, claim, render, connect); SMTP: MAIL -> accepted;",
+        "  most SMTP transactions open at once: "
+        + ", ".join(f"{s['offered_per_s']:g}/s: {s['smtp_max_open_transactions']}" for s in result["welcome"]),
+        "",
+        "CPU, % of one core during each measured window (machine = all processes; "
+        + f"{100 * result['machine']['nproc']}% = every core busy)",
+        f"  {'phase':<14}" + "".join(f"{g[:9]:>10}" for g in CPU_GROUPS),
+    ]
+    for phase, cpu in result["cpu"].items():
+        lines.append(f"  {phase:<14}" + "".join(_fmt(cpu.get(g), 10) for g in CPU_GROUPS))
+    busy = {phase: cpu.get("other", 0.0) for phase, cpu in result["cpu"].items() if cpu.get("other", 0.0) >= 20}
+    if busy:
+        lines.append(
+            "  WARNING: other processes used CPU during "
+            + ", ".join(f"{p} ({v:.0f}%)" for p, v in busy.items())
+            + ": those numbers are disturbed; run again on a quiet machine"
+        )
+    lines += ["", "Memory, RSS MiB (sampled every 0.5 s)", f"  {'service':<15}{'idle':>8}{'peak':>8}"]
+    for name in SERVICES:
+        m = result["memory"]
+        lines.append(f"  {name:<15}{_fmt(m['idle'].get(name), 8)}{_fmt(m['peak'].get(name), 8)}")
+    lines.append(f"\nresult: {result['result_file']}  (total {result['total_s']:.0f} s)")
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    t_begin = time.perf_counter()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = RESULTS / stamp
+    system = System(run_dir=run_dir, extra_env=args.env)
+    result: dict[str, Any] = {"started_at": stamp, "command": " ".join(sys.argv), "code": git_state()}
+    problems: list[str] = []
+    sampler: Sampler | None = None
+    settle_limit = max(15.0, args.drain)
+    print(f"bench: setting up (databases cwbench_{system.run_id}_*, prefix {system.prefix})", flush=True)
+    try:
+        result["machine"] = await describe_machine()
+        result["machine_line"] = machine_line(result["machine"])
+        await system.setup()
+        sampler = Sampler(system.pids, f"cwbench_{system.run_id}_")
+        sampler.start()
+        await asyncio.sleep(1.0)
+        sampler.snapshot_idle()
+        result["config"] = {
+            "prefix": system.prefix,
+            "logs": str(run_dir.relative_to(ROOT)),
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rates": args.rates,
+            "drain_s": args.drain,
+            "seed": args.seed,
+            "service_env_overrides": args.env,
+            "quick": args.quick,
+        }
+
+        if "read" in args.phases:
+            print(f"bench: seeding {args.seed} customers", flush=True)
+            ids = await load.seed_customers(system, args.seed)
+            await load.settle(system, settle_limit)
+            print(f"bench: read, {args.concurrency} clients, {args.duration:g} s", flush=True)
+            result["read"] = await load.read_phase(
+                system, ids, concurrency=args.concurrency, duration=args.duration, warmup=args.warmup, sampler=sampler
+            )
+
+        if "write" in args.phases:
+            print(f"bench: write, {args.concurrency} clients, {args.duration:g} s", flush=True)
+            result["write"] = await load.write_phase(
+                system, concurrency=args.concurrency, duration=args.duration, warmup=args.warmup, sampler=sampler
+            )
+            result["write"]["settle_s"] = await load.settle(system, settle_limit)  # the events it caused
+
+        result["welcome"] = []
+        result["welcome_stages"] = []
+        for rate in args.rates if "welcome" in args.phases else []:
+            print(f"bench: welcome flow at {rate:g}/s for {args.duration:g} s", flush=True)
+            res = await load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
+            res.summary["settle_s"] = await load.settle(system, settle_limit)
+            result["welcome"].append(res.summary)
+            result["welcome_stages"].append(await load.stage_breakdown(system, res))
+        result["saturation_rate"] = load.saturation_rate(result["welcome"])
+        await asyncio.sleep(1.0)  # "after load" samples
+        result["memory"] = {
+            "idle": {k: round(v, 1) for k, v in sampler.idle.items()},
+            "peak": {k: round(v, 1) for k, v in sampler.peak.items()},
+            "peak_by_phase": {p: {k: round(v, 1) for k, v in d.items()} for p, d in sampler.phase_peak.items()},
+            "samples": sampler.samples,
+        }
+        result["cpu"] = sampler.cpu
+        assert system.smtp is not None
+        result["smtp"] = {"messages": system.smtp.messages, "duplicate_recipients": system.smtp.duplicates}
+    except Exception:
+        problems.append(traceback.format_exc())
+    finally:
+        if sampler is not None:
+            await sampler.stop()
+        print("bench: stopping the services and deleting the databases and queues", flush=True)
+        problems += await system.teardown()
+
+    result["total_s"] = round(time.perf_counter() - t_begin, 1)
+    result["problems"] = problems
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{stamp}.json"
+    result["result_file"] = str(out.relative_to(ROOT))
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    if "memory" in result:
+        print()
+        print(render(result))
+    for problem in problems:
+        print(f"bench: problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(run(args))
+    return uvloop.run(run(args))

@@ -1,0 +1,544 @@
+"""The system under benchmark: the four services as processes (``python -m services.<name> serve``) on fresh
+databases, a unique AMQP prefix, fresh keys and an SMTP server inside the bench process; and its teardown.
+
+Everything talks to 127.0.0.1 only. Nothing here touches databases, queues or exchanges it did not create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+
+from shared.db import drop_database
+from shared.sealing import new_key
+from shared.topology import QUEUES, Topology
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ("customers", "accounts", "visitors", "notifications")
+PG_URL = "postgresql://postgres@127.0.0.1:5432"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+RETRY_DELAYS_MS = (1000, 5000, 30000)
+OPERATOR_EMAIL = "bench-operator@example.com"
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"aiosmtpd.*")
+from aiosmtpd.controller import Controller  # noqa: E402  (after the warning filter)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dsn(database: str) -> str:
+    return f"{PG_URL}/{database}"
+
+
+# --------------------------------------------------------------------------------------------------- SMTP server
+
+
+class _RecordingHandler:
+    def __init__(self, server: RecordingSmtp) -> None:
+        self.server = server
+
+    async def handle_MAIL(self, smtp: Any, session: Any, envelope: Any, address: str, mail_options: Any) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.bench_mail_wall = time.time()  # the mail transaction starts (after connect and EHLO)
+        srv = self.server
+        srv.active += 1
+        srv.max_active = max(srv.max_active, srv.active)
+        return "250 OK"
+
+    async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
+        now, wall = time.perf_counter(), time.time()
+        srv = self.server
+        srv.active = max(0, srv.active - 1)
+        for rcpt in envelope.rcpt_tos:
+            key = rcpt.lower()
+            if key in srv.accepted:
+                srv.duplicates += 1
+                continue
+            srv.mail_wall[key] = getattr(envelope, "bench_mail_wall", wall)
+            srv.accepted_wall[key] = wall  # written before `accepted`: readers key on `accepted`
+            srv.accepted[key] = now
+        srv.messages += 1
+        return "250 Message accepted for delivery"
+
+
+class RecordingSmtp:
+    """aiosmtpd (its own thread and event loop) recording, for each recipient, when its message was accepted
+    (``accepted`` on the ``time.perf_counter()`` clock, ``accepted_wall`` on ``time.time()``) and when its mail
+    transaction began (``mail_wall``, at MAIL FROM); and the most mail transactions open at once."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.accepted: dict[str, float] = {}
+        self.accepted_wall: dict[str, float] = {}
+        self.mail_wall: dict[str, float] = {}
+        self.messages = 0
+        self.duplicates = 0
+        self.active = 0
+        self.max_active = 0
+        self._controller = Controller(
+            _RecordingHandler(self), hostname="127.0.0.1", port=self.port, server_hostname="bench.localhost"
+        )
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._controller.stop()
+
+
+# ------------------------------------------------------------------------------------------ process statistics
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+    return comm, raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat), every thread included."""
+    st = _stat(pid)
+    if st is None:
+        return 0.0
+    return (int(st[1][11]) + int(st[1][12])) / CLK_TCK
+
+
+_CLIENT_BACKEND = re.compile(r"^postgres: [^:]+: \S+ (\S+) (\d+\.\d+\.\d+\.\d+\(\d+\)|\[local\])")
+
+
+def cpu_by_group(service_pids: dict[str, int], db_marker: str) -> dict[str, float]:
+    """CPU seconds so far of each service process; of PostgreSQL working for this run (the backends of its
+    databases, which live as long as the services' pools, and the background processes); of RabbitMQ
+    (``beam.smp``; it cannot be split); of this bench process (load generator and SMTP server); and of every
+    core (``machine``). PostgreSQL backends of other databases (another test run) count as neither."""
+    out = {name: cpu_seconds(pid) for name, pid in service_pids.items()}
+    pg = rabbit = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        st = _stat(entry.name)
+        if st is None:
+            continue
+        if st[0] == "postgres":
+            try:
+                cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            client = _CLIENT_BACKEND.match(cmdline)
+            if client is None or db_marker in client.group(1):
+                pg += cpu_seconds(entry.name)
+        elif st[0] == "beam.smp":
+            rabbit += cpu_seconds(entry.name)
+    out["postgres"] = pg
+    out["rabbitmq"] = rabbit
+    out["bench"] = cpu_seconds(os.getpid())
+    out["machine"] = machine_busy_seconds()
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core has spent busy (user, nice, system, irq, softirq, steal) since boot."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+class Sampler:
+    """RSS of each service process every ``interval`` seconds; peaks per phase and overall."""
+
+    def __init__(self, pids: dict[str, int], db_marker: str, interval: float = 0.5) -> None:
+        self.pids = pids
+        self.db_marker = db_marker
+        self.interval = interval
+        self.idle: dict[str, float] = {}
+        self.peak: dict[str, float] = {}
+        self.phase_peak: dict[str, dict[str, float]] = {}
+        self.phase: str | None = None
+        self.samples = 0
+        self._task: asyncio.Task[None] | None = None
+        self._cpu_mark: tuple[float, dict[str, float]] | None = None
+        self.cpu: dict[str, dict[str, float]] = {}
+
+    def read(self) -> dict[str, float]:
+        return {n: v for n, p in self.pids.items() if (v := rss_mib(p)) is not None}
+
+    def snapshot_idle(self) -> None:
+        self.idle = self.read()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self._sample()
+            await asyncio.sleep(self.interval)
+
+    def _sample(self) -> None:
+        self.samples += 1
+        values = self.read()
+        for name, v in values.items():
+            self.peak[name] = max(self.peak.get(name, 0.0), v)
+            if self.phase is not None:
+                per = self.phase_peak.setdefault(self.phase, {})
+                per[name] = max(per.get(name, 0.0), v)
+
+    def begin(self, phase: str) -> None:
+        self.phase = phase
+        self._sample()
+        self._cpu_mark = (time.perf_counter(), cpu_by_group(self.pids, self.db_marker))
+
+    def end(self) -> dict[str, float]:
+        """Close the phase: returns the CPU use of each group as % of one core over the phase."""
+        self._sample()
+        assert self._cpu_mark is not None and self.phase is not None
+        t0, before = self._cpu_mark
+        wall = time.perf_counter() - t0
+        after = cpu_by_group(self.pids, self.db_marker)
+        pct = {k: round(100 * (after[k] - before.get(k, 0.0)) / wall, 1) for k in after}
+        # whatever else ran on the machine meanwhile (another test run, with its PostgreSQL backends, shows here)
+        pct["other"] = round(max(0.0, pct["machine"] - sum(v for k, v in pct.items() if k != "machine")), 1)
+        pct["wall_s"] = round(wall, 1)
+        self.cpu[self.phase] = pct
+        self.phase = None
+        self._cpu_mark = None
+        return pct
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------------------- machine description
+
+
+def _first(path: str, key: str) -> str | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+async def describe_machine() -> dict[str, Any]:
+    mem_kib = _first("/proc/meminfo", "MemTotal")
+    info: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _first("/proc/cpuinfo", "model name"),
+        "memory_gib": round(int(mem_kib.split()[0]) / 1024 / 1024, 1) if mem_kib else None,
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+    try:
+        conn = await asyncpg.connect(dsn("postgres"), timeout=5)
+        try:
+            info["postgresql"] = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+    except Exception as exc:
+        info["postgresql"] = f"unknown ({type(exc).__name__})"
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        try:
+            version = connection.transport.connection.server_properties.get("version")
+            info["rabbitmq"] = version.decode() if isinstance(version, bytes) else str(version)
+        finally:
+            await connection.close()
+    except Exception as exc:
+        info["rabbitmq"] = f"unknown ({type(exc).__name__})"
+    return info
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (
+        f"{m['nproc']} CPU ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, {m['python']}, "
+        f"PostgreSQL {m['postgresql']}, RabbitMQ {m['rabbitmq']}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- the system
+
+
+@dataclass
+class System:
+    run_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    token: str = ""
+    smtp: RecordingSmtp | None = None
+    _key_dir: Path | None = None
+    _databases_made: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return f"cwbench{self.run_id}."
+
+    @property
+    def databases(self) -> dict[str, str]:
+        return {s: dsn(f"cwbench_{self.run_id}_{s}") for s in SERVICES}
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {n: f"http://127.0.0.1:{p}" for n, p in self.ports.items()}
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.procs.items()}
+
+    def log(self, name: str) -> Path:
+        return self.run_dir / f"{name}.log"
+
+    # -- set-up
+
+    async def check_infrastructure(self) -> None:
+        problems = []
+        try:
+            conn = await asyncpg.connect(dsn("postgres"), timeout=5)
+            await conn.close()
+        except Exception as exc:
+            problems.append(f"PostgreSQL is unreachable at {PG_URL}: {exc}")
+        try:
+            connection = await aio_pika.connect(AMQP_URL, timeout=5)
+            await connection.close()
+        except Exception as exc:
+            problems.append(f"RabbitMQ is unreachable at {AMQP_URL}: {exc}")
+        if problems:
+            raise SystemExit("; ".join(problems) + " (start it: see the README)")
+
+    def _build_env(self, key_path: Path, seal_key: str) -> None:
+        self.ports = {name: free_port() for name in SERVICES}
+        prefixes = tuple(f"{s.upper()}_" for s in SERVICES)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+        assert self.smtp is not None
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "AMQP_URL": AMQP_URL,
+                "AMQP_PREFIX": self.prefix,
+                "JWKS_URL": f"http://127.0.0.1:{self.ports['accounts']}/.well-known/jwks.json",
+                "LOG_FORMAT": "json",
+                "LOG_LEVEL": "WARNING",
+                "RETRY_DELAYS_MS": ",".join(map(str, RETRY_DELAYS_MS)),
+                "ACCOUNTS_JWT_PRIVATE_KEY_FILE": str(key_path),
+                "ACCOUNTS_ACCESS_TOKEN_TTL_S": "3600",
+                "ACCOUNTS_SEAL_KEY": seal_key,
+                "ACCOUNTS_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.ports['accounts']}",
+                "NOTIFICATIONS_SEAL_KEY": seal_key,
+                "NOTIFICATIONS_SMTP_HOST": "127.0.0.1",
+                "NOTIFICATIONS_SMTP_PORT": str(self.smtp.port),
+            }
+        )
+        for name in SERVICES:
+            env[f"{name.upper()}_HOST"] = "127.0.0.1"
+            env[f"{name.upper()}_PORT"] = str(self.ports[name])
+            env[f"{name.upper()}_DATABASE_URL"] = self.databases[name]
+        env.update(self.extra_env)
+        self.env = env
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            env=self.env,
+            cwd=ROOT,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    async def _cli_async(self, *args: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            *args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"`python -m {' '.join(args)}` failed ({proc.returncode}):\n{out.decode()[-2000:]}")
+
+    async def setup(self) -> None:
+        await self.check_infrastructure()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._key_dir = Path(tempfile.mkdtemp(prefix="cwbench-keys-"))
+        key_path = self._key_dir / "jwt-signing-key.pem"
+        self.smtp = RecordingSmtp()
+        self.smtp.start()
+        self._build_env(key_path, new_key())
+        result = self.cli("services.accounts", "generate-signing-key", str(key_path))
+        if result.returncode != 0:
+            raise RuntimeError(f"generate-signing-key failed: {result.stderr}")
+        self._databases_made = True  # from here on, teardown drops them (IF EXISTS)
+        await asyncio.gather(*(self._cli_async(f"services.{name}", "migrate") for name in SERVICES))
+        for name in SERVICES:
+            log = self.log(name).open("ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}", "serve"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+            log.close()
+        await self.wait_ready()
+        password = secrets.token_urlsafe(24)
+        result = self.cli(
+            "services.accounts",
+            "create-operator",
+            "--email",
+            OPERATOR_EMAIL,
+            "--name",
+            "Bench Operator",
+            "--password-stdin",
+            stdin=password + "\n",
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"create-operator failed: {result.stderr}")
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{self.urls['accounts']}/v1/tokens", json={"email": OPERATOR_EMAIL, "password": password}) as r,
+        ):
+            body = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"operator login failed: {r.status} {body}")
+            self.token = body["access_token"]
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            while True:
+                for name, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        tail = self.log(name).read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+                try:
+                    statuses = []
+                    for url in self.urls.values():
+                        async with s.get(f"{url}/readyz") as r:
+                            statuses.append(r.status)
+                    if all(st == 200 for st in statuses):
+                        return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"services not ready after {timeout}s (logs in {self.run_dir})")
+                await asyncio.sleep(0.2)
+
+    # -- observation
+
+    async def backlogs(self, session: aiohttp.ClientSession) -> dict[str, int]:
+        """Unpublished outbox rows of each service (from /readyz)."""
+        out = {}
+        for name, url in self.urls.items():
+            try:
+                async with session.get(f"{url}/readyz") as r:
+                    body = await r.json()
+                out[name] = int(body.get("checks", {}).get("outbox_backlog", 0))
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                out[name] = -1
+        return out
+
+    async def queue_depths(self, channel: aio_pika.abc.AbstractChannel) -> dict[str, int]:
+        """Ready messages in each main queue of this run's topology."""
+        topology = Topology(self.prefix, RETRY_DELAYS_MS)
+        out = {}
+        for spec in QUEUES:
+            q = await channel.declare_queue(topology.queue(spec.name), passive=True)
+            out[spec.name] = int(q.declaration_result.message_count or 0)
+        return out
+
+    # -- teardown
+
+    def stop_services(self, timeout: float = 30) -> dict[str, int]:
+        codes = {}
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = -9
+        return codes
+
+    async def teardown(self) -> list[str]:
+        """Stop everything this run started and delete what it created. Returns problems (never raises)."""
+        problems: list[str] = []
+        codes = self.stop_services()
+        bad = {n: c for n, c in codes.items() if c != 0}
+        if bad:
+            problems.append(f"services exited with {bad}")
+        if self.smtp is not None:
+            self.smtp.stop()
+        if self._databases_made:
+            for url in self.databases.values():
+                try:
+                    await drop_database(url)
+                except Exception as exc:
+                    problems.append(f"could not drop {url}: {exc}")
+        try:
+            connection = await aio_pika.connect(AMQP_URL, timeout=10)
+            try:
+                channel = await connection.channel()
+                await Topology(self.prefix, RETRY_DELAYS_MS).delete(channel)
+            finally:
+                await connection.close()
+        except Exception as exc:
+            problems.append(f"could not delete the {self.prefix}* topology: {exc}")
+        if self._key_dir is not None:
+            shutil.rmtree(self._key_dir, ignore_errors=True)
+        return problems
