@@ -184,7 +184,7 @@ class Consumer:
             self.after_commit()
 
     async def _retry(self, message: AbstractIncomingMessage, exc: Exception) -> None:
-        attempt = _attempts(message) + 1
+        attempt = attempts_of(message) + 1
         error = f"{type(exc).__name__}: {exc}"
         if attempt > len(self.retry_delays_ms):
             await self._dead_letter(message, f"gave up after {attempt} attempts: {error}")
@@ -233,7 +233,7 @@ class Consumer:
         await message.ack()
 
 
-def _attempts(message: AbstractIncomingMessage) -> int:
+def attempts_of(message: AbstractIncomingMessage) -> int:
     try:
         return max(0, int(str((message.headers or {}).get("x-attempt", 0))))
     except ValueError:  # a header we did not write: count from zero

@@ -347,3 +347,53 @@ async def test_a_message_with_a_foreign_attempt_header_is_still_handled(system_f
         lambda: count(system, "accounts", "SELECT count(*) FROM accounts WHERE email = 'odd-header@example.com'"),
         what="the account",
     )
+
+
+async def test_operators_list_dead_letters_with_reasons_and_replay_them_once_the_cause_is_fixed(
+    system_factory, amqp, prefix
+):
+    """A command dead-lettered while the notifications database was gone is replayed after it is back; replaying
+    again changes nothing."""
+    from shared import ops
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    system = system_factory(retry_delays_ms=[50, 100])
+    direct = system.databases["notifications"]
+    system.databases["notifications"] = direct.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    await system.start("notifications")
+    common = system.common()
+    await proxy.cut()
+    env = make_envelope(
+        SendEmailV1(request_key="replay-me", template="welcome", to_email="r@example.com", to_name="R"),
+        subject="x",
+        sequence=1,
+        producer="accounts",
+    )
+    await publish_raw(amqp, f"{prefix}commands", env.routing_key, body(env), str(env.event_id))
+    await wait_for(lambda: queue_depth(amqp, f"{prefix}notifications.send-email.dlq"), timeout=15, what="DLQ")
+    counts = await ops.dead_letter_counts(common)
+    assert counts["notifications.send-email"] == 1 and counts["accounts.customer-events"] == 0
+    [dead] = await ops.peek_dead_letters(common, "notifications.send-email")
+    assert dead.message_id == str(env.event_id) and "gave up after 3 attempts" in dead.reason
+    assert (await ops.dead_letter_counts(common))["notifications.send-email"] == 1  # peeking keeps it
+
+    await proxy.restore()
+    assert await ops.replay(common, "notifications.send-email", {str(env.event_id)}) == 1
+
+    async def recorded() -> int:
+        conn = await asyncpg.connect(direct)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM deliveries WHERE request_key = 'replay-me'")
+        finally:
+            await conn.close()
+
+    await wait_for(recorded, timeout=15, what="the replayed command to be handled")
+    assert await ops.replay(common, "notifications.send-email") == 0  # nothing left to replay
+    # the same message replayed again (e.g. an operator replays a copy) has no second effect
+    label = f"{prefix}notifications.send-email"  # published straight to the queue: its name is the routing key
+    before = consumed("notifications.send-email", label, "duplicate")
+    await publish_raw(amqp, "", f"{prefix}notifications.send-email", body(env), str(env.event_id))
+    await wait_for(lambda: consumed("notifications.send-email", label, "duplicate") > before, what="the copy absorbed")
+    assert await recorded() == 1
+    await proxy.close()
