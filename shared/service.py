@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import revocation
+from shared import docs_page, openapi, revocation
 from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
@@ -129,7 +129,35 @@ def create_service_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_document)
+    app.router.add_get("/docs", docs)
     return app
+
+
+OPENAPI_INFO = web.AppKey("openapi_info", dict)
+
+
+@policy(OPEN)
+async def openapi_document(request: web.Request) -> web.Response:
+    """This service's OpenAPI 3.1 document, generated from its routes and models."""
+    return json_response(openapi_of(request.app))
+
+
+@policy(OPEN)
+async def docs(request: web.Request) -> web.Response:
+    """The API reference for people: this service's OpenAPI document as a page."""
+    return web.Response(text=docs_page.render(openapi_of(request.app)), content_type="text/html")
+
+
+def openapi_of(app: web.Application) -> dict[str, Any]:
+    rt = app[RUNTIME]
+    info = app.get(OPENAPI_INFO, {})
+    return openapi.build(
+        app,
+        title=f"Coworking {rt.name} API",
+        version=info.get("version", "1.0.0"),
+        description=info.get("description", f"The {rt.name} service of the coworking backend."),
+    )
 
 
 @policy(OPEN)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -15,6 +16,7 @@ from services.accounts.handlers import WelcomeConfig, issue_invitation
 from shared.auth import OPEN, OPERATOR, policy, principal, roles
 from shared.events import AccountActivatedV1, AccountRestoredV1, AccountRevokedV1, AccountSuspendedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
+from shared.openapi import describe
 from shared.outbox import emit
 from shared.service import RUNTIME
 from shared.text import SINGLE_LINE
@@ -49,6 +51,44 @@ class AccountQuery(BaseModel):
     cursor: uuid.UUID | None = None
 
 
+class Account(BaseModel):
+    id: uuid.UUID
+    customer_id: uuid.UUID | None = Field(description="None for operator accounts")
+    email: str
+    full_name: str
+    role: Literal["admin", "member", "contact"]
+    status: Literal["invited", "active", "suspended", "revoked"]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    activated_at: datetime | None
+
+
+class AccountPage(BaseModel):
+    items: list[Account]
+    next_cursor: str | None
+
+
+class Activated(BaseModel):
+    account_id: uuid.UUID
+    status: Literal["active", "suspended"]
+
+
+class TokenGrant(BaseModel):
+    access_token: str = Field(description="ES256 JWT: sub (account), customer_id, role, standing, exp")
+    token_type: Literal["Bearer"]
+    expires_in: int = Field(description="Seconds")
+
+
+class Jwks(BaseModel):
+    keys: list[dict[str, Any]] = Field(description="Public keys (JWK: kty EC, crv P-256, kid, alg ES256)")
+
+
+class InvitationSent(BaseModel):
+    account_id: uuid.UUID
+    invitation_expires_at: datetime
+
+
 INVALID_LINK = Problem(
     400,
     "Invalid or expired link",
@@ -81,6 +121,7 @@ async def _hashing(request: web.Request, fn: Any, *args: Any) -> Any:
 
 
 @routes.get("/activate")
+@describe(tag="activation")
 @policy(OPEN)
 async def activate_page(request: web.Request) -> web.Response:
     """The page the welcome email links to: a form that posts the token (read from the URL fragment) and the
@@ -93,6 +134,7 @@ async def activate_page(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/activations")
+@describe(body=ActivationRequest, response=Activated, tag="activation")
 @policy(OPEN)
 async def activate(request: web.Request) -> web.Response:
     """Set the password with a set-password token; the token stops working and the account can log in. It
@@ -146,6 +188,7 @@ async def activate(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/tokens")
+@describe(body=TokenRequest, response=TokenGrant, errors=(401,), tag="login")
 @policy(OPEN)
 async def login(request: web.Request) -> web.Response:
     """Log in with email and password; answers like OAuth2's token endpoint."""
@@ -175,6 +218,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 @routes.get("/.well-known/jwks.json")
+@describe(response=Jwks, tag="login")
 @policy(OPEN)
 async def jwks(request: web.Request) -> web.Response:
     """Public keys that verify access tokens (current and, during a rotation, previous)."""
@@ -182,6 +226,7 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts/{id}")
+@describe(response=Account, tag="accounts")
 @policy(roles("admin", "member", "contact"))
 async def get_account(request: web.Request) -> web.Response:
     account_id = parse_uuid(request.match_info["id"])
@@ -195,6 +240,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/accounts")
+@describe(query=AccountQuery, response=AccountPage, tag="accounts")
 @policy(OPERATOR)
 async def list_accounts(request: web.Request) -> web.Response:
     q = parse_query(request, AccountQuery)
@@ -205,6 +251,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/accounts/{id}/invitations")
+@describe(response=InvitationSent, status=202, errors=(409,), tag="accounts")
 @policy(OPERATOR)
 async def resend_invitation(request: web.Request) -> web.Response:
     """Send a new set-password link to an account that has not set its password yet (the earlier link stops
@@ -248,6 +295,7 @@ async def _locked_account(conn: Any, account_id: uuid.UUID) -> Any:
 
 
 @routes.post("/v1/accounts/{id}/revocation")
+@describe(response=Account, errors=(409,), tag="accounts")
 @policy(OPERATOR)
 async def revoke(request: web.Request) -> web.Response:
     """Revoke portal access: the account cannot log in, its unused set-password links stop working, and every
@@ -293,6 +341,7 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/accounts/{id}/revocation")
+@describe(response=Account, errors=(409,), tag="accounts")
 @policy(OPERATOR)
 async def restore(request: web.Request) -> web.Response:
     """Restore revoked portal access: the account is active again (suspended if the customer is, invited if no

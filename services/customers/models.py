@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
@@ -115,3 +115,92 @@ class CustomerSearch(BaseModel):
     sort: Literal["created_at", "-created_at", "full_name", "-full_name"] = "created_at"
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=500)
+
+
+# Response documents (the handlers build plain dicts; these describe them in the OpenAPI document)
+
+
+class CustomerPage(BaseModel):
+    items: list[Customer]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+class Plan(BaseModel):
+    id: uuid.UUID
+    name: str
+    description: str
+    price_minor: int
+    currency: str
+    billing_period: Literal["day", "week", "month", "year"]
+    booking_credit: int
+    printing_credit: int
+    status: Literal["active", "archived"]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PlanPage(BaseModel):
+    items: list[Plan]
+    next_cursor: str | None
+
+
+class Cancellation(BaseModel):
+    reason: str
+    cancelled_at: datetime
+
+
+class Contract(BaseModel):
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    plan_id: uuid.UUID
+    starts_on: date
+    ends_on: date | None = Field(description="Last day (included); moved earlier by a cancellation")
+    original_ends_on: date | None
+    status: Literal["scheduled", "active", "ended", "cancelled"]
+    cancellation: Cancellation | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContractPage(BaseModel):
+    items: list[Contract]
+    next_cursor: str | None
+
+
+class HistoryActor(BaseModel):
+    type: Literal["operator", "customer", "system", "service"]
+    id: str | None
+
+
+class HistoryEntry(BaseModel):
+    action: str = Field(description="created, updated, contract.started, became_member, suspended, ...")
+    occurred_at: datetime
+    actor: HistoryActor
+    details: dict[str, Any]
+    correlation_id: str | None
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    next_cursor: str | None
+
+
+class Suspension(BaseModel):
+    id: uuid.UUID
+    category: Literal["manual", "overdue", "policy", "other"]
+    reason: str
+    until: datetime | None
+    created_at: datetime
+    created_by: str | None
+
+
+class Suspended(BaseModel):
+    suspension_id: uuid.UUID
+    customer: Customer
+
+
+class UserAccountRequested(BaseModel):
+    customer_id: uuid.UUID
+    portal_access: Literal["requested"]

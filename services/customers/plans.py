@@ -9,10 +9,19 @@ import asyncpg
 from aiohttp import web
 
 from services.customers import domain, lifecycle
-from services.customers.models import CancellationCreate, ContractCreate, PlanCreate
+from services.customers.models import (
+    CancellationCreate,
+    Contract,
+    ContractCreate,
+    ContractPage,
+    Plan,
+    PlanCreate,
+    PlanPage,
+)
 from services.customers.routes import CLOCK, TIMEZONE, _locked, actor_of
 from shared.auth import OPERATOR, policy
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_uuid
+from shared.openapi import describe
 from shared.service import RUNTIME
 
 routes = web.RouteTableDef()
@@ -47,6 +56,7 @@ def contract_view(row: Any, today: Any) -> dict[str, Any]:
 
 
 @routes.post("/v1/plans")
+@describe(body=PlanCreate, response=Plan, status=201, errors=(409,), tag="plans")
 @policy(OPERATOR)
 async def create_plan(request: web.Request) -> web.Response:
     body = await parse_body(request, PlanCreate)
@@ -76,6 +86,7 @@ async def create_plan(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/plans")
+@describe(response=PlanPage, errors=(422,), tag="plans")
 @policy(OPERATOR)
 async def list_plans(request: web.Request) -> web.Response:
     status = request.query.get("status")
@@ -95,6 +106,7 @@ async def list_plans(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/plans/{id}")
+@describe(response=Plan, tag="plans")
 @policy(OPERATOR)
 async def get_plan(request: web.Request) -> web.Response:
     plan_id = parse_uuid(request.match_info["id"])
@@ -105,6 +117,7 @@ async def get_plan(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/plans/{id}/archive")
+@describe(response=Plan, errors=(409,), tag="plans")
 @policy(OPERATOR)
 async def archive_plan(request: web.Request) -> web.Response:
     """An archived plan takes no new contracts; running contracts on it go on."""
@@ -123,6 +136,7 @@ async def archive_plan(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/customers/{id}/contracts")
+@describe(body=ContractCreate, response=Contract, status=201, tag="contracts")
 @policy(OPERATOR)
 async def create_contract(request: web.Request) -> web.Response:
     """Put a customer under contract on an active plan. A contract already running today makes a contact a
@@ -181,6 +195,7 @@ async def create_contract(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/customers/{id}/contracts")
+@describe(response=ContractPage, tag="contracts")
 @policy(OPERATOR)
 async def list_contracts(request: web.Request) -> web.Response:
     customer_id = parse_uuid(request.match_info["id"])
@@ -193,6 +208,7 @@ async def list_contracts(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/contracts/{id}")
+@describe(response=Contract, tag="contracts")
 @policy(OPERATOR)
 async def get_contract(request: web.Request) -> web.Response:
     contract_id = parse_uuid(request.match_info["id"])
@@ -203,6 +219,7 @@ async def get_contract(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/contracts/{id}/cancellation")
+@describe(body=CancellationCreate, response=Contract, errors=(409,), tag="contracts")
 @policy(OPERATOR)
 async def cancel_contract(request: web.Request) -> web.Response:
     """Cancel a contract: it ends after ``ends_on`` (today or earlier: at once), with a reason."""

@@ -16,10 +16,15 @@ from services.customers.lifecycle import Actor
 from services.customers.models import (
     Customer,
     CustomerCreate,
+    CustomerPage,
     CustomerPatch,
     CustomerSearch,
+    HistoryPage,
     HistoryQuery,
+    Suspended,
+    Suspension,
     SuspensionCreate,
+    UserAccountRequested,
 )
 from shared.auth import CUSTOMER_ROLES, OPERATOR, policy, principal, roles
 from shared.clock import Clock
@@ -38,6 +43,7 @@ from shared.http import (
     parse_query,
     parse_uuid,
 )
+from shared.openapi import IDEMPOTENCY_KEY, IF_MATCH, describe
 from shared.outbox import emit
 from shared.service import RUNTIME
 
@@ -53,6 +59,14 @@ def _customer(row: object) -> dict:
 
 
 @routes.post("/v1/customers")
+@describe(
+    body=CustomerCreate,
+    response=Customer,
+    status=201,
+    errors=(409,),
+    tag="customers",
+    headers=IDEMPOTENCY_KEY,
+)
 @policy(OPERATOR)
 async def create_customer(request: web.Request) -> web.Response:
     """Create a customer (a contact until a contract makes them a member). With ``send_welcome`` the accounts
@@ -147,6 +161,7 @@ def own_customer_id(request: web.Request) -> uuid.UUID:
 
 
 @routes.get("/v1/customers/{id}")
+@describe(response=Customer, tag="customers")
 @policy(roles("admin", *CUSTOMER_ROLES))
 async def get_customer(request: web.Request) -> web.Response:
     """One customer: operators any, members and contacts themselves (also while suspended)."""
@@ -158,6 +173,7 @@ async def get_customer(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/customers")
+@describe(query=CustomerSearch, response=CustomerPage, errors=(400,), tag="customers")
 @policy(OPERATOR)
 async def list_customers(request: web.Request) -> web.Response:
     """Search: ``q`` over name, email and company; filters; sort; keyset cursor pagination."""
@@ -210,6 +226,13 @@ def _etag(row: Any) -> dict[str, str]:
 
 
 @routes.patch("/v1/customers/{id}")
+@describe(
+    body=CustomerPatch,
+    response=Customer,
+    errors=(409, 412, 428),
+    tag="customers",
+    headers=IF_MATCH,
+)
 @policy(roles("admin", *CUSTOMER_ROLES, changes_state=True))
 async def update_customer(request: web.Request) -> web.Response:
     """Change profile fields: operators for anyone, members and contacts for themselves (not while suspended).
@@ -277,6 +300,7 @@ async def update_customer(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/customers/{id}/history")
+@describe(query=HistoryQuery, response=HistoryPage, tag="customers")
 @policy(OPERATOR)
 async def history(request: web.Request) -> web.Response:
     """Every change of the customer: what, who (operator, the customer, the system scheduler), when, and the
@@ -308,6 +332,7 @@ async def history(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/customers/{id}/user-account")
+@describe(response=UserAccountRequested, status=202, errors=(409,), tag="customers")
 @policy(OPERATOR)
 async def request_user_account(request: web.Request) -> web.Response:
     """The operator's *create user account* action: accounts creates the account and the welcome message goes
@@ -344,6 +369,7 @@ async def request_user_account(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/customers/{id}/suspension")
+@describe(body=SuspensionCreate, response=Suspended, status=201, errors=(409,), tag="suspension")
 @policy(OPERATOR)
 async def suspend(request: web.Request) -> web.Response:
     """Suspend a member or contact, with a reason and optionally an end. Already suspended: 409. Suspension never
@@ -407,6 +433,7 @@ async def suspend(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/customers/{id}/suspension")
+@describe(response=Suspension, tag="suspension")
 @policy(OPERATOR)
 async def get_suspension(request: web.Request) -> web.Response:
     customer_id = parse_uuid(request.match_info["id"])
@@ -421,6 +448,7 @@ async def get_suspension(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/customers/{id}/suspension")
+@describe(response=Customer, errors=(409,), tag="suspension")
 @policy(OPERATOR)
 async def reactivate(request: web.Request) -> web.Response:
     """Lift the suspension. A customer in good standing: 409."""

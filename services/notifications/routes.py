@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import OPERATOR, policy
 from shared.http import Problem, decode_cursor, encode_cursor, json_response, parse_query, parse_uuid
+from shared.openapi import describe
 from shared.service import RUNTIME
 from shared.text import SingleLine
 
@@ -30,6 +31,28 @@ class DeliveryQuery(BaseModel):
     cursor: str | None = Field(None, max_length=200)
 
 
+class Delivery(BaseModel):
+    id: uuid.UUID
+    template: str
+    to_email: str
+    to_name: str
+    customer_id: uuid.UUID | None
+    account_id: uuid.UUID | None
+    subject: str | None
+    status: Literal["pending", "sent", "failed"]
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    failed_at: datetime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[Delivery]
+    next_cursor: str | None
+
+
 def _delivery(row: Any) -> dict[str, Any]:
     out = dict(row)
     for k, v in out.items():
@@ -41,6 +64,7 @@ def _delivery(row: Any) -> dict[str, Any]:
 
 
 @routes.get("/v1/deliveries")
+@describe(query=DeliveryQuery, response=DeliveryPage, errors=(400,), tag="deliveries")
 @policy(OPERATOR)
 async def list_deliveries(request: web.Request) -> web.Response:
     q = parse_query(request, DeliveryQuery)
@@ -64,6 +88,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/deliveries/{id}")
+@describe(response=Delivery, tag="deliveries")
 @policy(OPERATOR)
 async def get_delivery(request: web.Request) -> web.Response:
     delivery_id = parse_uuid(request.match_info["id"])

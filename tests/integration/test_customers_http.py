@@ -190,3 +190,17 @@ async def test_header_values_outside_visible_ascii_are_refused_or_replaced(custo
     assert odd_id.status == 201
     assert odd_id.headers["X-Request-ID"] != "has space"
     uuid.UUID(odd_id.headers["X-Request-ID"])
+
+
+async def test_the_service_serves_its_openapi_document_and_a_docs_page_without_a_token(customers):
+    spec = await customers.get("/openapi.json", headers={"Authorization": ""})
+    assert spec.status == 200
+    doc = await spec.json()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["paths"]["/v1/customers"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CustomerCreate"
+    }
+    page = await customers.get("/docs", headers={"Authorization": ""})
+    assert page.status == 200 and page.content_type == "text/html"
+    html = await page.text()
+    assert "/v1/customers/{id}/suspension" in html and 'id="schema-CustomerCreate"' in html

@@ -19,6 +19,8 @@ OPEN_ROUTES = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
     ("POST", "/v1/activations"),
     ("POST", "/v1/tokens"),
     ("GET", "/.well-known/jwks.json"),
