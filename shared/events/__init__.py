@@ -35,6 +35,13 @@ from shared.events.customers import (
     CustomerUserAccountRequestedV1,
 )
 from shared.events.notifications import EmailFailedV1, EmailSentV1, SendEmailV1
+from shared.events.visitors import (
+    VisitCancelledV1,
+    VisitCheckedInV1,
+    VisitCheckedOutV1,
+    VisitNoShowV1,
+    VisitRegisteredV1,
+)
 
 __all__ = [
     "COMMANDS_EXCHANGE",
@@ -62,6 +69,11 @@ __all__ = [
     "Message",
     "SendEmailV1",
     "UnknownMessage",
+    "VisitCancelledV1",
+    "VisitCheckedInV1",
+    "VisitCheckedOutV1",
+    "VisitNoShowV1",
+    "VisitRegisteredV1",
     "lookup",
     "make_envelope",
 ]

@@ -39,7 +39,7 @@ class InProcessSystem:
     send_retry_delays_s: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
-    clock: Clock | None = None  # customers' clock (a FakeClock lets a test travel in time)
+    clock: Clock | None = None  # customers' and visitors' clock (a FakeClock lets a test travel in time)
     urls: dict[str, str] = field(default_factory=dict)
     apps: dict[str, web.Application] = field(default_factory=dict)
     _runners: dict[str, web.AppRunner] = field(default_factory=dict)
@@ -75,7 +75,7 @@ class InProcessSystem:
                 )
             )
         if name == "visitors":
-            return visitors_app(VisitorsSettings(**base), verifier=self.keys.verifier())
+            return visitors_app(VisitorsSettings(**base), verifier=self.keys.verifier(), clock=self.clock)
         return notifications_app(
             NotificationsSettings(
                 **base,

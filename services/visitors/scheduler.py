@@ -1,0 +1,88 @@
+"""Time moves visits and visitors on: a visit still expected ``no_show_after`` past its expected arrival becomes a
+no-show, and a visitor whose last visit ended more than ``retention`` ago is anonymised.
+
+Each tick works in batches, each batch in its own transaction holding the row locks it took with ``SKIP LOCKED``:
+several replicas can run the scheduler side by side, and a visit (or visitor) one of them or a request holds is
+skipped by the others and picked up at the next tick if still due. It works from times and statuses, not from a
+log of ticks, so after downtime everything that fell due meanwhile is done at the first tick, once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import timedelta
+
+import asyncpg
+
+from services.visitors import visits
+from shared.clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Clock,
+        *,
+        no_show_after: timedelta,
+        retention: timedelta,
+        interval_s: float = 30.0,
+        batch_size: int = 200,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.no_show_after = no_show_after
+        self.retention = retention
+        self.interval_s = interval_s
+        self.batch_size = batch_size
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="visits-scheduler")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except Exception:  # never let the scheduler die: log, go on at the next tick
+                log.exception("visits scheduler tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
+
+    async def run_once(self) -> tuple[int, int]:
+        """Mark every due no-show and anonymise every due visitor. Returns (no-shows, visitors anonymised)."""
+        now = self.clock.now()
+        correlation_id = f"scheduler-{uuid.uuid4()}"
+        no_shows = 0
+        while not self._stop.is_set():
+            async with self.pool.acquire() as conn, conn.transaction():
+                marked = await visits.mark_no_shows(
+                    conn, now, now - self.no_show_after, self.batch_size, correlation_id
+                )
+            no_shows += len(marked)
+            if len(marked) < self.batch_size:
+                break
+        anonymised = 0
+        while not self._stop.is_set():
+            async with self.pool.acquire() as conn, conn.transaction():
+                n = await visits.anonymise_visitors(conn, now, now - self.retention, self.batch_size)
+            anonymised += n
+            if n < self.batch_size:
+                break
+        if no_shows or anonymised:
+            log.info("visits scheduler tick", extra={"no_shows": no_shows, "visitors_anonymised": anonymised})
+        return no_shows, anonymised
