@@ -23,6 +23,7 @@ from shared.events import (
     CustomerBecameContactV1,
     CustomerBecameMemberV1,
     CustomerCreatedV1,
+    CustomerErasedV1,
     CustomerReactivatedV1,
     CustomerSuspendedV1,
     CustomerUpdatedV1,
@@ -75,7 +76,7 @@ QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec("notifications.account-events", EVENTS_EXCHANGE, REVOCATIONS),
     QueueSpec("notifications.send-email", COMMANDS_EXCHANGE, (SendEmailV1.routing_key(),)),
     QueueSpec("visitors.account-events", EVENTS_EXCHANGE, REVOCATIONS),
-    QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, CUSTOMER_FACTS),
+    QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, (*CUSTOMER_FACTS, CustomerErasedV1.routing_key())),
 )
 
 

@@ -10,8 +10,9 @@ envelope ``sequence`` is the customer's version:
 
 An event that arrives before the customer's ``created`` (out of order) is not skipped: it inserts what it
 knows, and a host inserted by a kind or standing event has no name and email (NULL, ``profile_sequence`` 0)
-until created or updated arrives. Each write is one upsert whose conditions compare sequences, never a read
-then a write, so two events for one customer handled at once cannot undo each other.
+until created or updated arrives. ``erased`` is final: it removes the name and email and lifts both watermarks
+to the maximum, so no late event can bring them back. Each write is one upsert whose conditions compare
+sequences, never a read then a write, so two events for one customer handled at once cannot undo each other.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.events import (
     CustomerBecameContactV1,
     CustomerBecameMemberV1,
     CustomerCreatedV1,
+    CustomerErasedV1,
     CustomerReactivatedV1,
     CustomerSuspendedV1,
     CustomerUpdatedV1,
@@ -84,10 +86,28 @@ async def on_customer_state(conn: asyncpg.Connection, env: Envelope, event: Cust
     await upsert_host(conn, env, event.customer_id, event.kind, event.standing)
 
 
+ERASED = 2**31 - 1  # erasure is final: no later (or late) event about the customer may apply after it
+
+
+async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: CustomerErasedV1) -> None:
+    """Remove the host's copied details (name, email); their past visits stay, without them. Nobody can register
+    a visit for them any more (an unknown host: 422)."""
+    await conn.execute(
+        """INSERT INTO hosts AS h (customer_id, full_name, email, kind, standing, sequence, profile_sequence, erased_at)
+           VALUES ($1, NULL, NULL, 'contact', 'active', $2, $2, $3)
+           ON CONFLICT (customer_id) DO UPDATE SET full_name = NULL, email = NULL, sequence = $2,
+               profile_sequence = $2, erased_at = coalesce(h.erased_at, $3), updated_at = now()""",
+        event.customer_id,
+        ERASED,
+        event.erased_at,
+    )
+
+
 HANDLERS: dict[str, dict[str, Handler]] = {
     "visitors.customer-events": {
         CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, on_customer_created),
         CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated),
+        CustomerErasedV1.routing_key(): Handler(CustomerErasedV1, on_customer_erased),
         **{
             m.routing_key(): Handler(m, on_customer_state)
             for m in (CustomerBecameMemberV1, CustomerBecameContactV1, CustomerSuspendedV1, CustomerReactivatedV1)

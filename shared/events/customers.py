@@ -140,3 +140,15 @@ class ContractEndedV1(Message):
     plan_id: uuid.UUID = Field(description="The plan")
     ended_on: date = Field(description="The contract's last day")
     reason: Literal["expired", "cancelled"] = Field(description="Its end date passed, or it was cancelled")
+
+
+@register
+class CustomerErasedV1(Message):
+    """The customer was erased (right to erasure): every service removes or anonymises what it holds about them
+    and keeps only non-personal records. Final: no later event about this customer is applied."""
+
+    EVENT_TYPE = "customers.customer.erased"
+    EVENT_VERSION = 1
+
+    customer_id: uuid.UUID = Field(description="The erased customer's id (the only identifier left)")
+    erased_at: datetime = Field(description="When the erasure was decided")

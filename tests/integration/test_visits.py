@@ -551,3 +551,35 @@ async def test_a_host_who_checks_their_visitor_in_gets_no_arrival_email(with_ema
     await wait_for(lambda: visits.events("visitors.visit.checked_in.v1", visit["id"]), what="the checked-in event")
     outbox = await visits.db.fetch("SELECT routing_key FROM outbox WHERE routing_key = 'notifications.send_email.v1'")
     assert len(outbox) == 1  # the registration email only
+
+
+async def test_when_a_host_is_erased_their_details_go_and_nobody_can_register_for_them(visits):
+    from shared.events import CustomerErasedV1, CustomerUpdatedV1, make_envelope
+
+    host = await visits.host("Erin Erased")
+    visit = await visits.register(host=host)
+    assert visit["host_name"] == "Erin Erased"
+    erased = make_envelope(
+        CustomerErasedV1(customer_id=host, erased_at=START),
+        subject=host,
+        sequence=5,
+        producer="customers",
+    )
+    await visits.publish(erased)
+    row = await visits.db.fetchrow("SELECT full_name, email, erased_at FROM hosts WHERE customer_id = $1", host)
+    assert (row["full_name"], row["email"]) == (None, None) and row["erased_at"] is not None
+    kept = await visits.get(visit["id"])
+    assert kept["host_name"] is None and kept["host_customer_id"] == str(host)  # the visit stays, without them
+    status, problem, _ = await visits.call("POST", "/v1/visits", json=visit_body(host=host))
+    assert status == 422 and problem["errors"][0]["field"] == "host_customer_id"
+    # a late event about the customer cannot bring the details back
+    late = make_envelope(
+        CustomerUpdatedV1(
+            customer_id=host, kind="contact", standing="active", changes={}, full_name="Erin Back", email="e@x.org"
+        ),
+        subject=host,
+        sequence=4,
+        producer="customers",
+    )
+    await visits.publish(late)
+    assert await visits.db.fetchval("SELECT full_name FROM hosts WHERE customer_id = $1", host) is None
