@@ -22,12 +22,14 @@ from typing import Any
 import asyncpg
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustQueue
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared.broker import Broker
 from shared.events import Envelope, Message, UnknownMessage, lookup
 from shared.logging import correlation_id_var, event_id_var
 from shared.metrics import EVENTS_CONSUMED
+from shared.tracing import continued_span
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,14 @@ class Consumer:
         if task is not None:
             self._in_flight.add(task)
         try:
-            await self.process(message)
+            traceparent = (message.headers or {}).get("traceparent")
+            with continued_span(
+                f"consume {message.routing_key}",
+                str(traceparent) if traceparent else None,
+                SpanKind.CONSUMER,
+                {"messaging.destination": self.queue_name, "messaging.message.id": message.message_id or ""},
+            ):
+                await self.process(message)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from shared.logging import correlation_id_var, request_id_var
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.tracing import continued_span
 
 log = logging.getLogger(__name__)
 
@@ -165,43 +167,49 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     correlation_id_var.set(request_id)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
-    status = 500
+    route = _route_name(request)
+    with continued_span(
+        f"{request.method} {route}",
+        request.headers.get("traceparent"),
+        SpanKind.SERVER,
+        {"http.request.method": request.method, "http.route": route},
+    ) as span:
+        response, status = await _answer(request, handler)
+        span.set_attribute("http.response.status_code", status)
+        elapsed = time.perf_counter() - started
+        response.headers["X-Request-ID"] = request_id
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_LATENCY.labels(request.method, route).observe(elapsed)
+        if route not in QUIET_ROUTES:
+            # the route template, never the path or query: no personal data (emails in filters) reaches the logs
+            access_log.info(
+                "request",
+                extra={"method": request.method, "route": route, "status": status, "ms": round(elapsed * 1000, 1)},
+            )
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, int]:
+    """The handler's response, or the problem document for what it raised."""
     try:
         response = await handler(request)
-        status = response.status
+        return response, response.status
     except Problem as p:
-        status = p.status
-        response = p.response(request.path)
+        return p.response(request.path), p.status
     except web.HTTPException as exc:
-        status = exc.status
         if exc.status < 400:
-            raise
-        title = exc.reason
+            return exc, exc.status  # redirects and the like, as aiohttp would send them
         detail = None
         if exc.status == 413:
             detail = f"The body is larger than {request.app.get(MAX_BODY_KEY, MAX_BODY_BYTES)} bytes"
         elif exc.status == 405:
             detail = f"{request.method} is not allowed here"
-        response = Problem(
-            exc.status, title, detail, headers={"Allow": exc.headers.get("Allow", "")} if exc.status == 405 else None
-        ).response(request.path)
+        headers = {"Allow": exc.headers.get("Allow", "")} if exc.status == 405 else None
+        return Problem(exc.status, exc.reason, detail, headers=headers).response(request.path), exc.status
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        response = Problem(500, "Internal server error", "The error was logged with the request id").response(
-            request.path
-        )
-    response.headers["X-Request-ID"] = request_id
-    route = _route_name(request)
-    elapsed = time.perf_counter() - started
-    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-    HTTP_LATENCY.labels(request.method, route).observe(elapsed)
-    if route not in QUIET_ROUTES:
-        # the route template, never the path or query: no personal data (emails in filters) reaches the logs
-        access_log.info(
-            "request",
-            extra={"method": request.method, "route": route, "status": status, "ms": round(elapsed * 1000, 1)},
-        )
-    return response
+        problem = Problem(500, "Internal server error", "The error was logged with the request id")
+        return problem.response(request.path), 500
 
 
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}

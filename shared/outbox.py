@@ -16,6 +16,7 @@ import orjson
 from shared.broker import Broker
 from shared.events import Envelope, Message, make_envelope
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from shared.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,14 @@ log = logging.getLogger(__name__)
 async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
     """Write one message to the outbox inside the caller's transaction."""
     await conn.execute(
-        """INSERT INTO outbox (event_id, exchange, routing_key, body, correlation_id)
-           VALUES ($1, $2, $3, $4, $5)""",
+        """INSERT INTO outbox (event_id, exchange, routing_key, body, correlation_id, traceparent)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
         envelope.event_id,
         exchange,
         envelope.routing_key,
         orjson.dumps(envelope.model_dump(mode="json")),
         envelope.correlation_id,
+        current_traceparent(),
     )
 
 
@@ -150,7 +152,7 @@ class OutboxRelay:
         """Publish one batch of due rows. Returns how many were published."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT id, event_id, exchange, routing_key, body, correlation_id, attempts FROM outbox
+                """SELECT id, event_id, exchange, routing_key, body, correlation_id, traceparent, attempts FROM outbox
                    WHERE published_at IS NULL AND next_attempt_at <= now()
                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self.batch_size,
@@ -165,6 +167,7 @@ class OutboxRelay:
                         body=bytes(r["body"]),
                         message_id=str(r["event_id"]),
                         correlation_id=r["correlation_id"],
+                        headers={"traceparent": r["traceparent"]} if r["traceparent"] else None,
                     )
                     for r in rows
                 ),

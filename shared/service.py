@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import docs_page, openapi, revocation
+from shared import docs_page, openapi, revocation, tracing
 from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
@@ -67,6 +67,7 @@ def create_service_app(
     """``revocations_queue``: the service's queue bound to accounts' revoked/restored events; their handlers are
     added to it and tokens of revoked accounts are refused (accounts itself checks its own table instead)."""
     common = settings.common
+    tracing.configure(name, common.otel_exporter_otlp_endpoint)
     app = web.Application(
         middlewares=[request_context_middleware, make_auth_middleware()], client_max_size=MAX_BODY_BYTES
     )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 
 from services.notifications.mail import (
     PermanentFailure,
@@ -30,6 +31,7 @@ from shared.logging import correlation_id_var
 from shared.metrics import EMAIL_DELIVERIES
 from shared.outbox import emit
 from shared.sealing import SealError, unseal
+from shared.tracing import continued_span
 
 log = logging.getLogger(__name__)
 SERVICE = "notifications"
@@ -107,7 +109,7 @@ class Dispatcher:
                WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
                             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                RETURNING id, template, to_email, to_name, customer_id, account_id, context, sealed_context,
-                         attempts, correlation_id""",
+                         attempts, correlation_id, traceparent""",
             self.batch_size,
             self.lease_s,
         )
@@ -115,6 +117,12 @@ class Dispatcher:
         return len(rows)
 
     async def _deliver(self, row: asyncpg.Record) -> None:
+        with continued_span(
+            f"send email {row['template']}", row["traceparent"], SpanKind.PRODUCER, {"delivery.id": str(row["id"])}
+        ):
+            await self._deliver_in_span(row)
+
+    async def _deliver_in_span(self, row: asyncpg.Record) -> None:
         outcome, subject, error = await self._send(row)
         try:
             async with self.pool.acquire() as conn, conn.transaction():

@@ -8,6 +8,7 @@ import asyncpg
 
 from shared.consumer import Handler, PermanentError
 from shared.events import Envelope, SendEmailV1
+from shared.tracing import current_traceparent
 
 
 def make_handlers(templates: set[str]) -> dict[str, dict[str, Handler]]:
@@ -18,8 +19,8 @@ def make_handlers(templates: set[str]) -> dict[str, dict[str, Handler]]:
             raise PermanentError(f"unknown template {cmd.template!r}")
         await conn.execute(
             """INSERT INTO deliveries (id, request_key, template, to_email, to_name, customer_id, account_id,
-                                       context, sealed_context, correlation_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (request_key) DO NOTHING""",
+                                       context, sealed_context, correlation_id, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (request_key) DO NOTHING""",
             uuid.uuid4(),
             cmd.request_key,
             cmd.template,
@@ -30,6 +31,7 @@ def make_handlers(templates: set[str]) -> dict[str, dict[str, Handler]]:
             cmd.context,
             cmd.sealed_context,
             env.correlation_id,
+            current_traceparent(),  # sending it, later, continues the requester's trace
         )
 
     return {

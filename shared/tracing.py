@@ -1,0 +1,82 @@
+"""Trace context (W3C ``traceparent``) across HTTP, the outbox and the bus, with OpenTelemetry.
+
+An HTTP request continues the caller's trace (or starts one); an outbox row remembers the trace it was written
+in and the relay sends it as the message's ``traceparent`` header; a consumer continues that trace while it
+handles the message, so one customer's welcome flow is one trace across the four services, and every log line
+carries its ``trace_id``. Spans are exported over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set;
+otherwise they are made (for the ids) and dropped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+PROPAGATOR = TraceContextTextMapPropagator()
+_configured = False
+
+
+def configure(service: str, otlp_endpoint: str | None) -> None:
+    """Install the process's tracer provider once (the first service of a process names it)."""
+    global _configured
+    if _configured:
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"coworking-{service}"}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = otlp_endpoint.rstrip("/")
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+    _install_log_ids()
+    _configured = True
+
+
+def _install_log_ids() -> None:
+    """Stamp every log record, when it is made, with the trace and span it was logged in."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        for key, value in log_ids().items():
+            setattr(record, key, value)
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("coworking")
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def continued_span(
+    name: str, traceparent: str | None, kind: SpanKind, attributes: Mapping[str, Any] | None = None
+) -> Iterator[Span]:
+    """A span continuing the trace in ``traceparent`` (or a new trace without one), current while inside."""
+    parent = PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
+    with tracer().start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as span:
+        yield span
+
+
+def log_ids() -> dict[str, str]:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return {}
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
