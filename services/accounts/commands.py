@@ -91,3 +91,66 @@ COMMANDS = {
     "create-operator": ("create an operator (admin) account", configure_create_operator, create_operator),
     "generate-signing-key": ("write a new EC P-256 token signing key", configure_generate_key, generate_signing_key),
 }
+
+
+def configure_resend_welcome(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--email", required=True, help="the invited account's email")
+
+
+def resend_welcome(settings: AccountsSettings, args: argparse.Namespace) -> int:
+    """A new set-password link for an invited account (the earlier link stops working), sent through the outbox:
+    the running accounts service publishes it at once (or at its next start)."""
+    if not settings.seal_key:
+        print("ACCOUNTS_SEAL_KEY is not set", file=sys.stderr)
+        return 1
+    from datetime import timedelta
+
+    from services.accounts.handlers import WelcomeConfig, issue_invitation
+    from shared.sealing import load_key
+
+    cfg = WelcomeConfig(
+        seal_key=load_key(settings.seal_key),
+        public_base_url=settings.public_base_url,
+        invitation_ttl=timedelta(hours=settings.invitation_ttl_hours),
+    )
+
+    async def go() -> int:
+        pool = await create_pool(settings.database_url, 1, 2)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                account = await conn.fetchrow(
+                    """SELECT id, customer_id, email, full_name, status, version FROM accounts
+                       WHERE lower(email) = lower($1) FOR UPDATE""",
+                    args.email,
+                )
+                if account is None:
+                    print(f"no account with email {args.email}", file=sys.stderr)
+                    return 1
+                if account["status"] != "invited":
+                    print(f"the account is {account['status']}: only invited accounts get a new link", file=sys.stderr)
+                    return 1
+                expires_at = await issue_invitation(
+                    conn,
+                    cfg,
+                    account_id=account["id"],
+                    customer_id=account["customer_id"],
+                    email=account["email"],
+                    full_name=account["full_name"],
+                    sequence=account["version"],
+                    correlation_id=f"cli-resend-{uuid.uuid4()}",
+                    causation_id=None,
+                )
+            until = f"{expires_at:%Y-%m-%d %H:%M} UTC"
+            print(f"a new welcome email is on its way to {account['email']} (the link works until {until})")
+            return 0
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+COMMANDS["resend-welcome"] = (
+    "send an invited account a new welcome email with a new set-password link",
+    configure_resend_welcome,
+    resend_welcome,
+)

@@ -286,3 +286,30 @@ async def test_a_member_whose_plan_ends_becomes_a_contact_and_accounts_follows(r
 
 async def _is(awaitable, expected) -> bool:
     return (await awaitable) == expected
+
+
+async def test_the_operator_cli_resends_a_welcome_and_shows_outbox_and_dead_letters(running, smtp_server):
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {await operator_token(running, http)}"}
+        await http.post(
+            f"{running.urls['customers']}/v1/customers",
+            json={"full_name": "Late Larry", "email": "larry@example.com", "send_welcome": True},
+            headers=admin,
+        )
+        [first] = await wait_for(lambda: smtp_server.to("larry@example.com"), what="the first welcome")
+        resent = running.cli("services", "resend-welcome", "--email", "LARRY@example.com")
+        assert resent.returncode == 0, resent.stderr
+        second = await wait_for(
+            lambda: len(smtp_server.to("larry@example.com")) == 2 and smtp_server.to("larry@example.com"),
+            what="the second welcome",
+        )
+        old, new = (re.search(r"#token=(\S+)", text_and_html(m)[0]).group(1) for m in (first, second[1]))
+        accounts = running.urls["accounts"]
+        assert (await http.post(f"{accounts}/v1/activations", json={"token": old, "password": PASSWORD})).status == 400
+        assert (await http.post(f"{accounts}/v1/activations", json={"token": new, "password": PASSWORD})).status == 200
+    again = running.cli("services", "resend-welcome", "--email", "larry@example.com")
+    assert again.returncode == 1 and "active" in again.stderr
+    outbox = running.cli("services", "outbox")
+    assert outbox.returncode == 0 and "customers" in outbox.stdout and "backlog=" in outbox.stdout
+    dead = running.cli("services", "dead-letters")
+    assert dead.returncode == 0 and "accounts.customer-events" in dead.stdout and "0 dead letter(s)" in dead.stdout
