@@ -2,6 +2,7 @@
 
     python -m services migrate                       # every service's database and migrations
     python -m services create-operator --email E --name N [--password-stdin]
+    python -m services create-service-client --name N --scope S [--scope S]   # prints its id and secret once
     python -m services resend-welcome --email E      # a new set-password link for an invited account
     python -m services outbox                        # unpublished events per service
     python -m services dead-letters [--show]         # dead letters per queue, with their reasons
@@ -16,7 +17,7 @@ import importlib
 import sys
 
 SERVICES = ("customers", "accounts", "visitors", "notifications")
-ACCOUNTS = {"create-operator", "generate-signing-key", "resend-welcome"}
+ACCOUNTS = {"create-operator", "create-service-client", "generate-signing-key", "resend-welcome"}
 OPS = {"outbox", "dead-letters", "replay"}
 
 

@@ -56,22 +56,34 @@ class Policy:
     roles: frozenset[str] = frozenset()
     changes_state: bool = False
     """A suspended member or contact may not call it (403 that says so); operators and services may."""
+    scope: str | None = None
+    """The scope a service client needs (when ``service`` is among the roles)."""
 
     def describe(self) -> str:
         if self.open:
             return "open"
-        return "roles: " + ",".join(sorted(self.roles)) + (" (not while suspended)" if self.changes_state else "")
+        text = "roles: " + ",".join(sorted(self.roles))
+        if self.scope:
+            text += f" (service clients with scope {self.scope})"
+        return text + (" (not while suspended)" if self.changes_state else "")
 
 
 OPEN = Policy(open=True)
 OPERATOR = Policy(roles=frozenset({"admin"}))
 
 
-def roles(*names: str, changes_state: bool = False) -> Policy:
+def roles(*names: str, changes_state: bool = False, scope: str | None = None) -> Policy:
+    """``scope``: service clients (role ``service``) holding this scope may call the route too."""
     unknown = set(names) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles {unknown}")
-    return Policy(roles=frozenset(names), changes_state=changes_state)
+    allowed = frozenset(names) | ({"service"} if scope else frozenset())
+    return Policy(roles=allowed, changes_state=changes_state, scope=scope)
+
+
+def operator_or_service(scope: str) -> Policy:
+    """Operators, and service clients holding ``scope``."""
+    return roles("admin", scope=scope)
 
 
 CUSTOMER_ROLES = ("member", "contact")
@@ -252,6 +264,8 @@ def make_auth_middleware() -> Callable[..., Any]:
             raise _unauthorized("The access token was revoked")
         if principal.role not in p.roles:
             raise Problem(403, "Forbidden", f"This needs the role {' or '.join(sorted(p.roles))}")
+        if principal.role == "service" and (p.scope is None or p.scope not in principal.scopes):
+            raise Problem(403, "Forbidden", f"This service client lacks the scope {p.scope}", type_="urn:problem:scope")
         if p.changes_state and principal.role in CUSTOMER_ROLES:
             standing = principal.standing
             lookup = request.app.get(STANDING_LOOKUP)

@@ -144,6 +144,8 @@ def build(app: web.Application, *, title: str, version: str, description: str) -
             op["security"] = [{"bearer": []}]
             codes |= {401, 403}
             op["x-roles"] = sorted(pol.roles)
+            if pol.scope:
+                op["x-service-scope"] = pol.scope
             if pol.changes_state:
                 op["x-refused-while-suspended"] = True
         if doc.get("body") is not None:

@@ -10,6 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import asyncpg
+
 from services.accounts import security, store
 from services.accounts.settings import AccountsSettings
 from shared.db import create_pool, migrate
@@ -153,4 +155,49 @@ COMMANDS["resend-welcome"] = (
     "send an invited account a new welcome email with a new set-password link",
     configure_resend_welcome,
     resend_welcome,
+)
+
+
+SCOPES = ("customers:read", "customers:write", "deliveries:read")
+
+
+def configure_create_service_client(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True, help="a unique name, e.g. billing")
+    p.add_argument("--scope", action="append", required=True, choices=SCOPES, help="repeat for several scopes")
+
+
+def create_service_client(settings: AccountsSettings, args: argparse.Namespace) -> int:
+    """Credentials for another internal service: printed once (only a hash is kept)."""
+    secret = security.new_token()
+
+    async def go() -> int:
+        from services.accounts.app import MIGRATIONS
+
+        await migrate(settings.database_url, MIGRATIONS)
+        pool = await create_pool(settings.database_url, 1, 2)
+        try:
+            client_id = uuid.uuid4()
+            try:
+                await pool.execute(
+                    "INSERT INTO service_clients (id, name, scopes, secret_hash) VALUES ($1, $2, $3, $4)",
+                    client_id,
+                    args.name,
+                    sorted(set(args.scope)),
+                    security.token_hash(secret),
+                )
+            except asyncpg.UniqueViolationError:
+                print(f"a service client named {args.name} exists", file=sys.stderr)
+                return 1
+            print(f"client_id={client_id}\nclient_secret={secret}\n(the secret is shown only now; keep it safe)")
+            return 0
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+COMMANDS["create-service-client"] = (
+    "create credentials (client id and secret, with scopes) for another internal service",
+    configure_create_service_client,
+    create_service_client,
 )

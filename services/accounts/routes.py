@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -39,9 +40,21 @@ class ActivationRequest(BaseModel):
 
 
 class TokenRequest(BaseModel):
+    """A person logging in (OAuth2's password grant)."""
+
     model_config = ConfigDict(extra="forbid")
+    grant_type: Literal["password"] | None = None
     email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320), SINGLE_LINE]
     password: Password
+
+
+class ClientCredentials(BaseModel):
+    """Another internal service (OAuth2's client credentials grant)."""
+
+    model_config = ConfigDict(extra="forbid")
+    grant_type: Literal["client_credentials"]
+    client_id: uuid.UUID
+    client_secret: Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE]
 
 
 class AccountQuery(BaseModel):
@@ -192,6 +205,9 @@ async def activate(request: web.Request) -> web.Response:
 @policy(OPEN)
 async def login(request: web.Request) -> web.Response:
     """Log in with email and password; answers like OAuth2's token endpoint."""
+    raw_grant = await parse_body(request, GrantPeek)
+    if raw_grant.grant_type == "client_credentials":
+        return await _client_credentials(request)
     body = await parse_body(request, TokenRequest)
     cfg = request.app[ACCOUNTS_CFG]
     row = await store.find_for_login(request.app[RUNTIME].db, body.email)
@@ -210,6 +226,46 @@ async def login(request: web.Request) -> web.Response:
         issuer=common.jwt_issuer,
         audience=common.jwt_audience,
         ttl_s=cfg["access_token_ttl_s"],
+    )
+    return json_response(
+        {"access_token": token, "token_type": "Bearer", "expires_in": cfg["access_token_ttl_s"]},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+class GrantPeek(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    grant_type: str | None = None
+
+
+INVALID_CLIENT = Problem(
+    401,
+    "Invalid client",
+    "The client id or secret is wrong, or the client was revoked.",
+    type_="urn:problem:invalid-client",
+    error="invalid_client",
+)
+
+
+async def _client_credentials(request: web.Request) -> web.Response:
+    body = await parse_body(request, ClientCredentials)
+    row = await request.app[RUNTIME].db.fetchrow(
+        "SELECT id, scopes, secret_hash FROM service_clients WHERE id = $1 AND revoked_at IS NULL", body.client_id
+    )
+    if row is None or not hmac.compare_digest(bytes(row["secret_hash"]), security.token_hash(body.client_secret)):
+        raise INVALID_CLIENT
+    cfg = request.app[ACCOUNTS_CFG]
+    common = request.app[RUNTIME].settings.common
+    token = security.issue_access_token(
+        cfg["signing_key"],
+        account_id=row["id"],
+        customer_id=None,
+        role="service",
+        standing="active",
+        issuer=common.jwt_issuer,
+        audience=common.jwt_audience,
+        ttl_s=cfg["access_token_ttl_s"],
+        scope=" ".join(row["scopes"]),
     )
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": cfg["access_token_ttl_s"]},

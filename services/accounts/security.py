@@ -108,6 +108,7 @@ def issue_access_token(
     audience: str,
     ttl_s: int,
     now: float | None = None,
+    scope: str | None = None,
 ) -> str:
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
@@ -122,4 +123,6 @@ def issue_access_token(
     }
     if customer_id is not None:
         claims["customer_id"] = str(customer_id)
+    if scope:
+        claims["scope"] = scope
     return jwt.encode(claims, key.private_key, algorithm="ES256", headers={"kid": key.kid})

@@ -26,7 +26,7 @@ from services.customers.models import (
     SuspensionCreate,
     UserAccountRequested,
 )
-from shared.auth import CUSTOMER_ROLES, OPERATOR, policy, principal, roles
+from shared.auth import CUSTOMER_ROLES, OPERATOR, operator_or_service, policy, principal, roles
 from shared.clock import Clock
 from shared.events import (
     CustomerCreatedV1,
@@ -67,7 +67,7 @@ def _customer(row: object) -> dict:
     tag="customers",
     headers=IDEMPOTENCY_KEY,
 )
-@policy(OPERATOR)
+@policy(operator_or_service("customers:write"))
 async def create_customer(request: web.Request) -> web.Response:
     """Create a customer (a contact until a contract makes them a member). With ``send_welcome`` the accounts
     service creates their user account and notifications emails the welcome message."""
@@ -162,7 +162,7 @@ def own_customer_id(request: web.Request) -> uuid.UUID:
 
 @routes.get("/v1/customers/{id}")
 @describe(response=Customer, tag="customers")
-@policy(roles("admin", *CUSTOMER_ROLES))
+@policy(roles("admin", *CUSTOMER_ROLES, scope="customers:read"))
 async def get_customer(request: web.Request) -> web.Response:
     """One customer: operators any, members and contacts themselves (also while suspended)."""
     customer_id = own_customer_id(request)
@@ -174,7 +174,7 @@ async def get_customer(request: web.Request) -> web.Response:
 
 @routes.get("/v1/customers")
 @describe(query=CustomerSearch, response=CustomerPage, errors=(400,), tag="customers")
-@policy(OPERATOR)
+@policy(operator_or_service("customers:read"))
 async def list_customers(request: web.Request) -> web.Response:
     """Search: ``q`` over name, email and company; filters; sort; keyset cursor pagination."""
     q = parse_query(request, CustomerSearch)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.auth import OPERATOR, policy
+from shared.auth import OPERATOR, operator_or_service, policy
 from shared.http import Problem, decode_cursor, encode_cursor, json_response, parse_query, parse_uuid
 from shared.openapi import describe
 from shared.service import RUNTIME
@@ -65,7 +65,7 @@ def _delivery(row: Any) -> dict[str, Any]:
 
 @routes.get("/v1/deliveries")
 @describe(query=DeliveryQuery, response=DeliveryPage, errors=(400,), tag="deliveries")
-@policy(OPERATOR)
+@policy(operator_or_service("deliveries:read"))
 async def list_deliveries(request: web.Request) -> web.Response:
     q = parse_query(request, DeliveryQuery)
     after: tuple[datetime | None, uuid.UUID | None] = decode_cursor(q.cursor) if q.cursor else (None, None)
