@@ -12,6 +12,7 @@ from services.customers.handlers import HANDLERS
 from services.customers.routes import CLOCK, SERVICE, TIMEZONE, routes
 from services.customers.scheduler import Scheduler
 from services.customers.settings import CustomersSettings
+from shared import idempotency
 from shared.auth import STANDING_LOOKUP, TokenVerifier
 from shared.clock import Clock
 from shared.service import RUNTIME, create_service_app
@@ -31,7 +32,7 @@ def create_app(
         verifier=verifier,
         revocations_queue="customers.account-events",
         # a client retrying with the same Idempotency-Key gets the first answer for a day
-        cleanup_sql=("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",),
+        cleanup_sql=(idempotency.CLEANUP_SQL,),
     )
     app[CLOCK] = clock or Clock()
 

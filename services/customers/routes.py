@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from services.customers import lifecycle, store
@@ -36,13 +34,13 @@ from shared.events import (
 )
 from shared.http import (
     REQUEST_ID,
-    VISIBLE_ASCII,
     Problem,
     json_response,
     parse_body,
     parse_query,
     parse_uuid,
 )
+from shared.idempotency import Idempotency
 from shared.openapi import IDEMPOTENCY_KEY, IF_MATCH, describe
 from shared.outbox import emit
 from shared.service import RUNTIME
@@ -72,33 +70,11 @@ async def create_customer(request: web.Request) -> web.Response:
     """Create a customer (a contact until a contract makes them a member). With ``send_welcome`` the accounts
     service creates their user account and notifications emails the welcome message."""
     body = await parse_body(request, CustomerCreate)
-    idem_key = request.headers.get("Idempotency-Key")
-    if idem_key is not None and not (len(idem_key) <= 200 and VISIBLE_ASCII.fullmatch(idem_key)):
-        raise Problem(
-            400,
-            "Invalid Idempotency-Key",
-            "Idempotency-Key must be 1 to 200 visible ASCII characters",
-            type_="urn:problem:validation",
-            errors=[{"field": "Idempotency-Key", "message": "must be 1 to 200 visible ASCII characters"}],
-        )
-    scope = f"{principal(request).account_id}:POST /v1/customers"
-    request_hash = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    idempotency = Idempotency.from_request(request, route="POST /v1/customers", body=body)
     rt = request.app[RUNTIME]
     async with rt.db.acquire() as conn, conn.transaction():
-        if idem_key is not None:
-            first = await store.claim_idempotency_key(conn, scope, idem_key, request_hash)
-            if first is not None:
-                if first["request_hash"] != request_hash:
-                    raise Problem(
-                        422,
-                        "Idempotency-Key reused",
-                        "This Idempotency-Key was used with a different body",
-                        type_="urn:problem:idempotency-key-reused",
-                    )
-                headers = {"Idempotent-Replayed": "true"}
-                if first["location"]:
-                    headers["Location"] = first["location"]
-                return json_response(first["response"], status=first["status"], headers=headers)
+        if (replay := await idempotency.claim(conn)) is not None:
+            return replay
         customer_id = uuid.uuid4()
         try:
             row = await store.insert_customer(
@@ -145,8 +121,7 @@ async def create_customer(request: web.Request) -> web.Response:
             request[REQUEST_ID],
         )
         location = f"/v1/customers/{customer_id}"
-        if idem_key is not None:
-            await store.store_idempotent_response(conn, scope, idem_key, 201, customer, location)
+        await idempotency.remember(conn, 201, customer, location)
     return json_response(customer, status=201, headers={"Location": location, "ETag": f'"{row["version"]}"'})
 
 

@@ -128,39 +128,3 @@ async def search_customers(
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {column} {direction}, id {direction} LIMIT {arg(limit + 1)}"
     return await conn.fetch(sql, *args)
-
-
-async def claim_idempotency_key(
-    conn: asyncpg.Connection, scope: str, key: str, request_hash: str
-) -> asyncpg.Record | None:
-    """Insert the key (inside the caller's transaction). Returns None when this request owns the key, else the
-    stored first response. A concurrent request with the same key waits on the unique index until the first
-    one commits, then sees its response."""
-    inserted = await conn.fetchval(
-        """INSERT INTO idempotency_keys (scope, key, request_hash, status, response)
-           VALUES ($1, $2, $3, 0, '{}') ON CONFLICT DO NOTHING RETURNING true""",
-        scope,
-        key,
-        request_hash,
-    )
-    if inserted:
-        return None
-    return await conn.fetchrow(
-        "SELECT request_hash, status, response, location FROM idempotency_keys WHERE scope = $1 AND key = $2",
-        scope,
-        key,
-    )
-
-
-async def store_idempotent_response(
-    conn: asyncpg.Connection, scope: str, key: str, status: int, response: Any, location: str | None
-) -> None:
-    await conn.execute(
-        """UPDATE idempotency_keys SET status = $3, response = $4, location = $5
-           WHERE scope = $1 AND key = $2""",
-        scope,
-        key,
-        status,
-        response,
-        location,
-    )

@@ -13,6 +13,7 @@ from services.visitors.routes import CLOCK, NO_SHOW_AFTER, PLACE, SERVICE, TIMEZ
 from services.visitors.scheduler import Scheduler
 from services.visitors.settings import VisitorsSettings
 from services.visitors.visits import Place
+from shared import idempotency
 from shared.auth import STANDING_LOOKUP, TokenVerifier
 from shared.clock import Clock
 from shared.service import RUNTIME, create_service_app
@@ -35,7 +36,7 @@ def create_app(
         verifier=verifier,
         revocations_queue="visitors.account-events",
         # a client retrying with the same Idempotency-Key gets the first answer for a day
-        cleanup_sql=("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'",),
+        cleanup_sql=(idempotency.CLEANUP_SQL,),
     )
     app[CLOCK] = clock or Clock()
     app[TIMEZONE] = tz

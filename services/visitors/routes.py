@@ -13,13 +13,11 @@ Who may do what:
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import datetime, time, timedelta
 from typing import Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -40,7 +38,6 @@ from shared.clock import Clock
 from shared.events import VisitRegisteredV1
 from shared.http import (
     REQUEST_ID,
-    VISIBLE_ASCII,
     Problem,
     decode_cursor,
     encode_cursor,
@@ -49,6 +46,7 @@ from shared.http import (
     parse_query,
     parse_uuid,
 )
+from shared.idempotency import Idempotency
 from shared.openapi import IDEMPOTENCY_KEY, describe
 from shared.service import RUNTIME
 
@@ -128,15 +126,7 @@ async def register_visit(request: web.Request) -> web.Response:
     receives the registration email with the check-in code. Accepts ``Idempotency-Key``."""
     body = await parse_body(request, VisitCreate)
     who = principal(request)
-    idem_key = request.headers.get("Idempotency-Key")
-    if idem_key is not None and not (len(idem_key) <= 200 and VISIBLE_ASCII.fullmatch(idem_key)):
-        raise _field_problem(
-            400,
-            "Invalid Idempotency-Key",
-            "Idempotency-Key",
-            "must be 1 to 200 visible ASCII characters",
-            "urn:problem:validation",
-        )
+    idempotency = Idempotency.from_request(request, route="POST /v1/visits", body=body)
     host_id = body.host_customer_id
     if who.role in CUSTOMER_ROLES:
         own = _own_customer_id(who)
@@ -163,24 +153,10 @@ async def register_visit(request: web.Request) -> web.Response:
             "is so far in the past that the visit would already be a no-show",
             "urn:problem:validation",
         )
-    scope = f"{who.account_id}:POST /v1/visits"
-    request_hash = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
     rt = request.app[RUNTIME]
     async with rt.db.acquire() as conn, conn.transaction():
-        if idem_key is not None:
-            first = await store.claim_idempotency_key(conn, scope, idem_key, request_hash)
-            if first is not None:
-                if first["request_hash"] != request_hash:
-                    raise Problem(
-                        422,
-                        "Idempotency-Key reused",
-                        "This Idempotency-Key was used with a different body",
-                        type_="urn:problem:idempotency-key-reused",
-                    )
-                headers = {"Idempotent-Replayed": "true"}
-                if first["location"]:
-                    headers["Location"] = first["location"]
-                return json_response(first["response"], status=first["status"], headers=headers)
+        if (replay := await idempotency.claim(conn)) is not None:
+            return replay
         if host_id is not None:
             host = await store.get_host(conn, host_id)
             if host is None or host["email"] is None:
@@ -236,8 +212,7 @@ async def register_visit(request: web.Request) -> web.Response:
         await visits.request_registration_email(conn, view, request.app[PLACE], request[REQUEST_ID])
         visit = visit_json(view)
         location = f"/v1/visits/{visit_id}"
-        if idem_key is not None:
-            await store.store_idempotent_response(conn, scope, idem_key, 201, visit, location)
+        await idempotency.remember(conn, 201, visit, location)
     return json_response(visit, status=201, headers={"Location": location, **_etag(view)})
 
 
