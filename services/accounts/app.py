@@ -11,6 +11,7 @@ from services.accounts import security
 from services.accounts.handlers import SERVICE, WelcomeConfig, make_handlers
 from services.accounts.routes import ACCOUNTS_CFG, WELCOME_KEY, routes
 from services.accounts.settings import AccountsSettings
+from services.accounts.throttle import ThrottleConfig
 from shared.auth import REVOCATION_CHECK, StaticKeyVerifier
 from shared.revocation import RevocationCheck
 from shared.sealing import load_key
@@ -44,6 +45,7 @@ def create_app(settings: AccountsSettings) -> web.Application:
         seal_key=load_key(settings.seal_key),
         public_base_url=settings.public_base_url,
         invitation_ttl=timedelta(hours=settings.invitation_ttl_hours),
+        password_reset_ttl=timedelta(minutes=settings.password_reset_ttl_minutes),
     )
     app = create_service_app(
         SERVICE, settings, migrations_dir=MIGRATIONS, consumers=make_handlers(welcome), verifier=verifier
@@ -60,6 +62,12 @@ def create_app(settings: AccountsSettings) -> web.Application:
         "jwks": [security.public_jwk(k) for k in public_keys],
         "access_token_ttl_s": settings.access_token_ttl_s,
         "password_min_length": settings.password_min_length,
+        "refresh_token_ttl": timedelta(days=settings.refresh_token_ttl_days),
+        "throttle": ThrottleConfig(
+            window_s=settings.login_failure_window_s,
+            max_per_email=settings.login_max_failures_per_email,
+            max_per_address=settings.login_max_failures_per_address,
+        ),
         "hash_pool": ThreadPoolExecutor(settings.password_hash_concurrency, thread_name_prefix="argon2"),
     }
 

@@ -39,11 +39,67 @@ class WelcomeConfig:
     seal_key: bytes
     public_base_url: str
     invitation_ttl: timedelta
+    password_reset_ttl: timedelta = timedelta(hours=1)
 
 
 def set_password_url(base: str, token: str) -> str:
     # The token sits in the fragment: browsers never send it to a server, so it stays out of access logs.
     return f"{base.rstrip('/')}/activate#token={token}"
+
+
+def reset_password_url(base: str, token: str) -> str:
+    return f"{base.rstrip('/')}/reset-password#token={token}"
+
+
+async def issue_password_reset(
+    conn: asyncpg.Connection,
+    cfg: WelcomeConfig,
+    *,
+    account: asyncpg.Record | None,
+    sequence: int,
+    correlation_id: str | None,
+    causation_id: str | None,
+) -> None:
+    """A password-reset link for ``account`` (None: an unknown email, for which the same token work is done and
+    nothing is stored or sent): its earlier unused reset links stop working, only the new token's hash is kept,
+    and the email is requested with the link sealed for notifications, like the welcome link."""
+    token = security.new_token()
+    digest = security.token_hash(token)
+    invitation_id = uuid.uuid4()
+    expires_at = datetime.now(UTC) + cfg.password_reset_ttl
+    await conn.execute(
+        """UPDATE invitations SET expires_at = now()
+           WHERE account_id = $1 AND purpose = 'password_reset' AND used_at IS NULL AND expires_at > now()""",
+        account["id"] if account is not None else None,
+    )
+    if account is None:
+        return
+    await store.insert_invitation(
+        conn,
+        invitation_id=invitation_id,
+        account_id=account["id"],
+        token_hash=digest,
+        expires_at=expires_at,
+        purpose="password_reset",
+    )
+    await emit(
+        conn,
+        SendEmailV1(
+            request_key=f"password_reset:{invitation_id}",
+            template="password_reset",
+            to_email=account["email"],
+            to_name=account["full_name"],
+            customer_id=account["customer_id"],
+            account_id=account["id"],
+            context={"full_name": account["full_name"], "expires_at": expires_at.isoformat()},
+            sealed_context=seal(cfg.seal_key, {"reset_password_url": reset_password_url(cfg.public_base_url, token)}),
+        ),
+        producer=SERVICE,
+        subject=account["id"],
+        sequence=sequence,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
 
 
 async def create_invited_account(

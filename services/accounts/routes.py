@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import hmac
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.accounts import security, store
-from services.accounts.handlers import WelcomeConfig, issue_invitation
+from services.accounts import security, store, throttle
+from services.accounts.handlers import WelcomeConfig, issue_invitation, issue_password_reset
 from shared.auth import OPEN, OPERATOR, policy, principal, roles
 from shared.events import AccountActivatedV1, AccountRestoredV1, AccountRevokedV1, AccountSuspendedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
@@ -27,6 +27,7 @@ routes = web.RouteTableDef()
 ACCOUNTS_CFG = web.AppKey("accounts_cfg", dict)
 WELCOME_KEY = web.AppKey("welcome_cfg", WelcomeConfig)
 ACTIVATE_PAGE = (Path(__file__).parent / "static" / "activate.html").read_bytes()
+RESET_PAGE = (Path(__file__).parent / "static" / "reset-password.html").read_bytes()
 
 Password = Annotated[str, StringConstraints(max_length=security.MAX_PASSWORD_LENGTH)]
 
@@ -55,6 +56,21 @@ class ClientCredentials(BaseModel):
     grant_type: Literal["client_credentials"]
     client_id: uuid.UUID
     client_secret: Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE]
+
+
+class RefreshGrant(BaseModel):
+    """A person's app renewing its access token (OAuth2's refresh token grant); the refresh token rotates."""
+
+    model_config = ConfigDict(extra="forbid")
+    grant_type: Literal["refresh_token"]
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE]
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE] = Field(
+        description="The refresh token of the session to end"
+    )
 
 
 class AccountQuery(BaseModel):
@@ -91,10 +107,39 @@ class TokenGrant(BaseModel):
     access_token: str = Field(description="ES256 JWT: sub (account), customer_id, role, standing, exp")
     token_type: Literal["Bearer"]
     expires_in: int = Field(description="Seconds")
+    refresh_token: str | None = Field(
+        None,
+        description="People only: single-use, exchanged with grant_type refresh_token for a new grant (rotated)",
+    )
 
 
 class Jwks(BaseModel):
     keys: list[dict[str, Any]] = Field(description="Public keys (JWK: kty EC, crv P-256, kid, alg ES256)")
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320), SINGLE_LINE] = Field(
+        description="The account's login email"
+    )
+
+
+class PasswordResetAccepted(BaseModel):
+    status: Literal["accepted"] = Field(
+        description="Always the same: if the email belongs to an account that can log in, a link is on its way"
+    )
+
+
+class PasswordResetConfirmation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Annotated[str, StringConstraints(min_length=1, max_length=200), SINGLE_LINE] = Field(
+        description="The token from the password-reset link"
+    )
+    password: Password = Field(description="The new password")
+
+
+class PasswordChanged(BaseModel):
+    status: Literal["password_changed"]
 
 
 class InvitationSent(BaseModel):
@@ -106,6 +151,12 @@ INVALID_LINK = Problem(
     400,
     "Invalid or expired link",
     "This set-password link is invalid, has expired or was already used. Ask for a new one.",
+    type_="urn:problem:invalid-token",
+)
+INVALID_RESET_LINK = Problem(
+    400,
+    "Invalid or expired link",
+    "This password-reset link is invalid, has expired or was already used. Ask for a new one.",
     type_="urn:problem:invalid-token",
 )
 INVALID_LOGIN = Problem(
@@ -124,6 +175,19 @@ def _account(row: Any) -> dict[str, Any]:
     for k in ("created_at", "updated_at", "activated_at"):
         out[k] = out[k].isoformat() if out[k] else None
     return out
+
+
+def _check_password(request: web.Request, password: str) -> None:
+    """422 naming ``password`` when it is too short, too long, blank or one of the most common passwords."""
+    problems = security.password_problems(password, request.app[ACCOUNTS_CFG]["password_min_length"])
+    if problems:
+        raise Problem(
+            422,
+            "Invalid request",
+            "Invalid fields: password",
+            type_="urn:problem:validation",
+            errors=[{"field": "password", "message": m, "type": "password_policy"} for m in problems],
+        )
 
 
 async def _hashing(request: web.Request, fn: Any, *args: Any) -> Any:
@@ -154,16 +218,7 @@ async def activate(request: web.Request) -> web.Response:
     becomes active, or suspended (login works, with a suspended standing) when its customer is suspended: then
     ``accounts.account.activated.v1`` is followed by ``accounts.account.suspended.v1``, one version later."""
     body = await parse_body(request, ActivationRequest)
-    cfg = request.app[ACCOUNTS_CFG]
-    problems = security.password_problems(body.password, cfg["password_min_length"])
-    if problems:
-        raise Problem(
-            422,
-            "Invalid request",
-            "Invalid fields: password",
-            type_="urn:problem:validation",
-            errors=[{"field": "password", "message": m, "type": "password_policy"} for m in problems],
-        )
+    _check_password(request, body.password)
     # hash first, whatever the token: same cost for valid and invalid tokens, and no lock held while hashing
     password_hash = await _hashing(request, security.hash_password, body.password)
     rt = request.app[RUNTIME]
@@ -201,36 +256,133 @@ async def activate(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/tokens")
-@describe(body=TokenRequest, response=TokenGrant, errors=(401,), tag="login")
+@describe(body=TokenRequest, response=TokenGrant, errors=(400, 401, 429), tag="login")
 @policy(OPEN)
 async def login(request: web.Request) -> web.Response:
-    """Log in with email and password; answers like OAuth2's token endpoint."""
+    """Log in with email and password; answers like OAuth2's token endpoint, with a refresh token:
+    ``{grant_type: "refresh_token", refresh_token}`` rotates it (a reused one revokes its family: 400).
+
+    Failed logins are throttled per email and per client address (by default 5 and 50 within 15 minutes, a
+    sliding window): beyond that a 429 with ``Retry-After`` (seconds), whether or not the email has an account
+    and even for the right password; refused attempts do not extend it, and a successful login clears the
+    email's failures."""
     raw_grant = await parse_body(request, GrantPeek)
     if raw_grant.grant_type == "client_credentials":
         return await _client_credentials(request)
+    if raw_grant.grant_type == "refresh_token":
+        return await _refresh(request)
     body = await parse_body(request, TokenRequest)
     cfg = request.app[ACCOUNTS_CFG]
-    row = await store.find_for_login(request.app[RUNTIME].db, body.email)
+    db = request.app[RUNTIME].db
+    attempt = await throttle.begin(db, cfg["throttle"], body.email, request.remote)
+    if attempt.retry_after_s is not None:
+        raise Problem(
+            429,
+            "Too many failed logins",
+            "Too many failed logins for this email or from this address. Try again later.",
+            type_="urn:problem:too-many-attempts",
+            headers={"Retry-After": str(attempt.retry_after_s)},
+            error="invalid_grant",
+        )
+    row = await store.find_for_login(db, body.email)
     ok = await _hashing(
         request, security.verify_password, row["password_hash"] if row else security.DUMMY_HASH, body.password
     )
     if row is None or not ok:
+        await throttle.failed(db, cfg["throttle"])
         raise INVALID_LOGIN
+    await throttle.succeeded(db, attempt, body.email)
+    refresh_token = security.new_token()
+    await store.insert_refresh_token(
+        db,
+        family_id=uuid.uuid4(),
+        account_id=row["id"],
+        token_hash=security.token_hash(refresh_token),
+        expires_at=datetime.now(UTC) + cfg["refresh_token_ttl"],
+    )
+    return _person_grant(request, row, refresh_token)
+
+
+def _person_grant(request: web.Request, account: Any, refresh_token: str) -> web.Response:
+    cfg = request.app[ACCOUNTS_CFG]
     common = request.app[RUNTIME].settings.common
     token = security.issue_access_token(
         cfg["signing_key"],
-        account_id=row["id"],
-        customer_id=row["customer_id"],
-        role=row["role"],
-        standing="suspended" if row["status"] == "suspended" else "active",
+        account_id=account["id"],
+        customer_id=account["customer_id"],
+        role=account["role"],
+        standing="suspended" if account["status"] == "suspended" else "active",
         issuer=common.jwt_issuer,
         audience=common.jwt_audience,
         ttl_s=cfg["access_token_ttl_s"],
     )
     return json_response(
-        {"access_token": token, "token_type": "Bearer", "expires_in": cfg["access_token_ttl_s"]},
+        {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": cfg["access_token_ttl_s"],
+            "refresh_token": refresh_token,
+        },
         headers={"Cache-Control": "no-store"},
     )
+
+
+INVALID_REFRESH = Problem(
+    400,
+    "Invalid refresh token",
+    "The refresh token is invalid, expired, revoked or was already used. Log in again.",
+    type_="urn:problem:invalid-refresh-token",
+    error="invalid_grant",
+)
+
+
+async def _refresh(request: web.Request) -> web.Response:
+    """Rotate a refresh token: it is marked used and a new one of the same family is returned with a fresh
+    access token (role and standing as of now). A used token presented again revokes its whole family."""
+    body = await parse_body(request, RefreshGrant)
+    cfg = request.app[ACCOUNTS_CFG]
+    new_token = security.new_token()
+    granted = None
+    async with request.app[RUNTIME].db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT r.id AS token_id, r.family_id, r.used_at IS NOT NULL AS used,
+                      r.revoked_at IS NULL AND r.expires_at > now() AS live,
+                      a.id, a.customer_id, a.role, a.status
+               FROM refresh_tokens r JOIN accounts a ON a.id = r.account_id
+               WHERE r.token_hash = $1 FOR UPDATE OF r""",
+            security.token_hash(body.refresh_token),
+        )
+        if row is not None and row["used"]:
+            await store.revoke_refresh_tokens(conn, family_id=row["family_id"])
+        elif row is not None and row["live"] and row["status"] in ("active", "suspended"):
+            await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE id = $1", row["token_id"])
+            await store.insert_refresh_token(
+                conn,
+                family_id=row["family_id"],
+                account_id=row["id"],
+                token_hash=security.token_hash(new_token),
+                expires_at=datetime.now(UTC) + cfg["refresh_token_ttl"],
+            )
+            granted = row
+    if granted is None:
+        raise INVALID_REFRESH
+    return _person_grant(request, granted, new_token)
+
+
+@routes.post("/v1/logout")
+@describe(body=LogoutRequest, status=204, tag="login")
+@policy(OPEN)
+async def logout(request: web.Request) -> web.Response:
+    """Log out: the refresh token and every token rotated from the same login stop working (access tokens
+    already issued live out their few minutes). Always 204, whether or not the token was valid."""
+    body = await parse_body(request, LogoutRequest)
+    db = request.app[RUNTIME].db
+    family_id = await db.fetchval(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1", security.token_hash(body.refresh_token)
+    )
+    if family_id is not None:
+        await store.revoke_refresh_tokens(db, family_id=family_id)
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
 
 class GrantPeek(BaseModel):
@@ -271,6 +423,75 @@ async def _client_credentials(request: web.Request) -> web.Response:
         {"access_token": token, "token_type": "Bearer", "expires_in": cfg["access_token_ttl_s"]},
         headers={"Cache-Control": "no-store"},
     )
+
+
+@routes.get("/reset-password")
+@describe(tag="password reset")
+@policy(OPEN)
+async def reset_password_page(request: web.Request) -> web.Response:
+    """The page the password-reset email links to: a form that posts the token (read from the URL fragment) and
+    the new password to ``POST /v1/password-resets/confirm``."""
+    return web.Response(
+        body=RESET_PAGE,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+@routes.post("/v1/password-resets")
+@describe(body=PasswordResetRequest, response=PasswordResetAccepted, status=202, tag="password reset")
+@policy(OPEN)
+async def request_password_reset(request: web.Request) -> web.Response:
+    """Ask for a password-reset link by email. Always the same 202, whether or not the email has an account:
+    an active or suspended account gets an email with a single-use link (valid for an hour by default; earlier
+    unused reset links stop working); any other email gets nothing."""
+    body = await parse_body(request, PasswordResetRequest)
+    rt = request.app[RUNTIME]
+    async with rt.db.acquire() as conn, conn.transaction():
+        account = await conn.fetchrow(
+            """SELECT id, customer_id, email, full_name, version FROM accounts
+               WHERE lower(email) = lower($1) AND status IN ('active', 'suspended') AND password_hash IS NOT NULL
+               FOR UPDATE""",
+            body.email,
+        )
+        await issue_password_reset(
+            conn,
+            request.app[WELCOME_KEY],
+            account=account,
+            sequence=account["version"] if account is not None else 0,
+            correlation_id=request[REQUEST_ID],
+            causation_id=request[REQUEST_ID],
+        )
+    return json_response({"status": "accepted"}, status=202, headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/v1/password-resets/confirm")
+@describe(body=PasswordResetConfirmation, response=PasswordChanged, errors=(400,), tag="password reset")
+@policy(OPEN)
+async def confirm_password_reset(request: web.Request) -> web.Response:
+    """Set a new password with the token from a password-reset link: the token stops working (and so do the
+    account's other unused reset links), the old password no longer logs in, the account's failed-login
+    throttle is cleared and its version goes up. 400 for any invalid, expired or used token; 422 for a
+    password that is too short or too common."""
+    body = await parse_body(request, PasswordResetConfirmation)
+    _check_password(request, body.password)
+    password_hash = await _hashing(request, security.hash_password, body.password)
+    rt = request.app[RUNTIME]
+    async with rt.db.acquire() as conn, conn.transaction():
+        reset = await store.use_invitation(conn, security.token_hash(body.token), purpose="password_reset")
+        if reset is None:
+            raise INVALID_RESET_LINK
+        account = await store.set_password(conn, reset["account_id"], password_hash)
+        if account is None:
+            raise INVALID_RESET_LINK
+        await conn.execute(
+            """UPDATE invitations SET expires_at = now()
+               WHERE account_id = $1 AND purpose = 'password_reset' AND used_at IS NULL AND expires_at > now()""",
+            account["id"],
+        )
+        await throttle.forget_email(conn, account["email"])
+        await store.revoke_refresh_tokens(conn, account_id=account["id"])
+    return json_response({"status": "password_changed"}, headers={"Cache-Control": "no-store"})
 
 
 @routes.get("/.well-known/jwks.json")
@@ -378,6 +599,7 @@ async def revoke(request: web.Request) -> web.Response:
                WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()""",
             account_id,
         )
+        await store.revoke_refresh_tokens(conn, account_id=account_id)
         await emit(
             conn,
             AccountRevokedV1(

@@ -21,9 +21,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 MAX_PASSWORD_LENGTH = 1024
 
+COMMON_PASSWORDS: frozenset[str] = frozenset(
+    line.strip()
+    for line in (Path(__file__).parent / "common_passwords.txt").read_text(encoding="utf-8").splitlines()
+    if line.strip()
+)
+"""About a thousand of the most common passwords (lowercase), loaded once: refused whatever their case."""
+
+
+def is_common(password: str) -> bool:
+    return password.strip().lower() in COMMON_PASSWORDS
+
 
 def password_problems(password: str, min_length: int) -> list[str]:
     problems = []
+    if is_common(password):
+        problems.append("is too common")
     if len(password) < min_length:
         problems.append(f"must be at least {min_length} characters")
     if len(password) > MAX_PASSWORD_LENGTH:

@@ -29,6 +29,15 @@ class AccountsSettings(ServiceSettings):
         None, description="32-byte base64url key shared with notifications to seal links (required to serve)"
     )
     password_min_length: int = Field(12, description="Shortest password accepted")
+    refresh_token_ttl_days: float = Field(30, description="Lifetime of a refresh token (each use rotates it), days")
+    password_reset_ttl_minutes: float = Field(60, description="Lifetime of password-reset links, minutes")
+    login_failure_window_s: int = Field(900, ge=1, description="Sliding window of the login throttle, seconds")
+    login_max_failures_per_email: int = Field(
+        5, ge=1, description="Failed logins per email within the window; beyond it a 429 until one expires"
+    )
+    login_max_failures_per_address: int = Field(
+        50, ge=1, description="Failed logins per client address (request.remote) within the window"
+    )
     password_hash_concurrency: int = Field(
         2, ge=1, description="argon2 hashes computed at once (19 MiB each); further logins wait their turn"
     )

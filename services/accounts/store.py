@@ -60,24 +60,30 @@ async def insert_invitation(
     account_id: uuid.UUID,
     token_hash: bytes,
     expires_at: datetime,
+    purpose: str = "invitation",
 ) -> None:
     await conn.execute(
-        "INSERT INTO invitations (id, account_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO invitations (id, account_id, token_hash, expires_at, purpose) VALUES ($1, $2, $3, $4, $5)",
         invitation_id,
         account_id,
         token_hash,
         expires_at,
+        purpose,
     )
 
 
-async def use_invitation(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
-    """Mark the invitation used and return its account, if the token is valid, unused and unexpired. The UPDATE
-    is the single-use guarantee: of two concurrent activations with one token, only one gets a row."""
+async def use_invitation(
+    conn: asyncpg.Connection, token_hash: bytes, purpose: str = "invitation"
+) -> asyncpg.Record | None:
+    """Mark the invitation (or password reset: ``purpose``) used and return its account, if the token is valid,
+    unused and unexpired. The UPDATE is the single-use guarantee: of two concurrent uses of one token, only one
+    gets a row."""
     return await conn.fetchrow(
         """UPDATE invitations SET used_at = now()
-           WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+           WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()
            RETURNING id, account_id""",
         token_hash,
+        purpose,
     )
 
 
@@ -189,4 +195,46 @@ async def list_accounts(
         customer_id,
         after,
         limit + 1,
+    )
+
+
+async def set_password(conn: asyncpg.Connection, account_id: uuid.UUID, password_hash: str) -> asyncpg.Record | None:
+    """A new password for an account that can log in (active or suspended); its version goes up. None when the
+    account cannot (revoked in the meantime)."""
+    return await conn.fetchrow(
+        f"""UPDATE accounts SET password_hash = $2, version = version + 1, updated_at = now()
+            WHERE id = $1 AND status IN ('active', 'suspended') RETURNING {ACCOUNT_COLUMNS}""",
+        account_id,
+        password_hash,
+    )
+
+
+async def insert_refresh_token(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    family_id: uuid.UUID,
+    account_id: uuid.UUID,
+    token_hash: bytes,
+    expires_at: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO refresh_tokens (id, family_id, account_id, token_hash, expires_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        uuid.uuid4(),
+        family_id,
+        account_id,
+        token_hash,
+        expires_at,
+    )
+
+
+async def revoke_refresh_tokens(
+    conn: asyncpg.Connection | asyncpg.Pool, *, family_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None
+) -> None:
+    """Revoke a family, or every refresh token of an account."""
+    await conn.execute(
+        """UPDATE refresh_tokens SET revoked_at = now()
+           WHERE revoked_at IS NULL AND (family_id = $1 OR account_id = $2)""",
+        family_id,
+        account_id,
     )

@@ -25,6 +25,10 @@ OPEN_ROUTES = {
     ("POST", "/v1/tokens"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/activate"),
+    ("POST", "/v1/password-resets"),
+    ("POST", "/v1/password-resets/confirm"),
+    ("GET", "/reset-password"),
+    ("POST", "/v1/logout"),
 }
 
 
