@@ -6,7 +6,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 _FORBIDDEN_IN_LINE = {"Cc", "Zl", "Zp"}  # control characters (incl. NUL, CR, LF, TAB), line/paragraph separators
 
@@ -34,3 +34,13 @@ NoNul = Annotated[str, NO_NUL]
 
 # Put SINGLE_LINE after StringConstraints in an Annotated[...]: Annotated[SingleLine, StringConstraints(...)] would
 # apply the length limits before stripping whitespace.
+
+
+def _iso_text(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string")
+    return value
+
+
+ISO_TEXT = BeforeValidator(_iso_text)
+"""Dates and times must come as ISO 8601 text: pydantic would otherwise read a number as a Unix time."""

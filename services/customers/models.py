@@ -6,9 +6,9 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt, StringConstraints
 
-from shared.text import NO_NUL, SINGLE_LINE, SingleLine
+from shared.text import ISO_TEXT, NO_NUL, SINGLE_LINE, SingleLine
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE]
 Phone = Annotated[
@@ -70,25 +70,29 @@ class PlanCreate(BaseModel):
 
     name: Name = Field(description="Plan name, unique among active plans")
     description: FreeText = Field("", description="What the plan includes")
-    price_minor: int = Field(ge=0, le=10**12, description="Price per billing period in minor units (cents)")
+    price_minor: StrictInt = Field(ge=0, le=10**12, description="Price per billing period in minor units (cents)")
     currency: Currency = Field(description="ISO 4217 code, e.g. EUR")
     billing_period: Literal["day", "week", "month", "year"] = Field(description="How often the price is billed")
-    booking_credit: int = Field(0, ge=0, le=10**9, description="Booking credit included per period")
-    printing_credit: int = Field(0, ge=0, le=10**9, description="Printing credit included per period")
+    booking_credit: StrictInt = Field(0, ge=0, le=10**9, description="Booking credit included per period")
+    printing_credit: StrictInt = Field(0, ge=0, le=10**9, description="Printing credit included per period")
 
 
 class ContractCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     plan_id: uuid.UUID = Field(description="An active plan")
-    starts_on: date = Field(description="First day (may be in the past, today or the future)")
-    ends_on: date | None = Field(None, description="Last day (included); none for an open-ended contract")
+    starts_on: Annotated[date, ISO_TEXT] = Field(description="First day (may be in the past, today or the future)")
+    ends_on: Annotated[date, ISO_TEXT] | None = Field(
+        None, description="Last day (included); none for an open-ended contract"
+    )
 
 
 class CancellationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ends_on: date = Field(description="The contract's new last day (the day before it starts: it never starts)")
+    ends_on: Annotated[date, ISO_TEXT] = Field(
+        description="The contract's new last day (the day before it starts: it never starts)"
+    )
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NO_NUL]
 
 
@@ -99,7 +103,9 @@ class SuspensionCreate(BaseModel):
         description="Why, in the operator's words"
     )
     category: Literal["manual", "overdue", "policy", "other"] = Field("manual", description="Why, as a category")
-    until: datetime | None = Field(None, description="When the suspension ends by itself (future, with a zone)")
+    until: Annotated[datetime, ISO_TEXT] | None = Field(
+        None, description="When the suspension ends by itself (future, with a zone)"
+    )
 
 
 class CustomerSearch(BaseModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from shared.text import NO_NUL, SINGLE_LINE
+from shared.text import ISO_TEXT, NO_NUL, SINGLE_LINE
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE]
 Phone = Annotated[
@@ -42,8 +42,10 @@ class VisitCreate(BaseModel):
         "Members and contacts: omitted or their own id",
     )
     purpose: Purpose = Field(description="tour, meeting, event or other")
-    expected_at: AwareDatetime = Field(description="Expected arrival, with a time zone")
-    expected_departure_at: AwareDatetime | None = Field(None, description="Expected departure, after the arrival")
+    expected_at: Annotated[AwareDatetime, ISO_TEXT] = Field(description="Expected arrival, with a time zone")
+    expected_departure_at: Annotated[AwareDatetime, ISO_TEXT] | None = Field(
+        None, description="Expected departure, after the arrival"
+    )
     notes: Notes | None = Field(None, description="Anything the front desk should know (several lines allowed)")
 
 
