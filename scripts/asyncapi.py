@@ -21,6 +21,59 @@ from shared.topology import EVENT_LOG, QUEUES  # noqa: E402
 OUT = ROOT / "docs" / "asyncapi.json"
 
 
+EXAMPLE_ID = "3f2b8c1e-6d4a-4b7e-9c2f-1a5e8d7b6c40"
+
+
+def _example_value(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """A plausible value for a JSON schema: deterministic, so the document does not change between runs."""
+    if "$ref" in schema:
+        return _example_object(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "anyOf" in schema:
+        return _example_value(next(s for s in schema["anyOf"] if s.get("type") != "null"), defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind, fmt = schema.get("type"), schema.get("format")
+    if fmt == "uuid":
+        return EXAMPLE_ID
+    if fmt == "date-time":
+        return "2026-11-25T09:30:00Z"
+    if fmt == "date":
+        return "2026-12-01"
+    if kind == "string":
+        return "..."
+    if kind == "integer":
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [_example_value(schema.get("items", {}), defs)]
+    if kind == "object":
+        return _example_object(schema, defs)
+    return None
+
+
+def _example_object(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    return {name: _example_value(prop, defs) for name, prop in schema.get("properties", {}).items()}
+
+
+def example_message(model: Any) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {
+        "event_id": "b7e1c2d4-5f60-4a1b-8c9d-0e1f2a3b4c5d",
+        "event_type": model.EVENT_TYPE,
+        "event_version": model.EVENT_VERSION,
+        "occurred_at": "2026-11-25T09:30:00.123456Z",
+        "producer": model.producer() if model.EXCHANGE == EVENTS_EXCHANGE else "accounts",
+        "correlation_id": "5c0f3d2e-9b8a-4c7d-8e6f-1a2b3c4d5e6f",
+        "causation_id": "5c0f3d2e-9b8a-4c7d-8e6f-1a2b3c4d5e6f",
+        "subject": EXAMPLE_ID,
+        "sequence": 2,
+        "payload": _example_object(schema, schema.get("$defs", {})),
+    }
+
+
 def build() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -35,6 +88,7 @@ def build() -> dict[str, Any]:
             "title": name,
             "summary": (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "),
             "contentType": "application/json",
+            "examples": [{"name": f"{key} example", "payload": example_message(model)}],
             "payload": {
                 "allOf": [
                     {"$ref": "#/components/schemas/Envelope"},

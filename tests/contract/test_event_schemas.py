@@ -45,3 +45,17 @@ def test_the_committed_asyncapi_document_matches_the_event_models():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.OUT.read_text() == module.render(), "docs/asyncapi.json is stale: run python scripts/asyncapi.py"
+
+
+def test_every_asyncapi_message_has_an_example_that_its_own_model_accepts():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "asyncapi.py"
+    spec = importlib.util.spec_from_file_location("asyncapi_examples", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = module.build()
+    for name, message in doc["components"]["messages"].items():
+        [example] = message["examples"]
+        envelope = Envelope.model_validate(example["payload"])
+        assert REGISTRY[envelope.routing_key].model_validate(envelope.payload), name
