@@ -7,14 +7,23 @@
     python -m services outbox                        # unpublished events per service
     python -m services dead-letters [--show]         # dead letters per queue, with their reasons
     python -m services replay QUEUE [--message-id ID]
+    python -m services export --customer-id ID --token T   # everything held about a customer, as one JSON document
 
 Each service's own command line (``python -m services.<name> serve|migrate|...``) stays the way to run it.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import importlib
+import os
 import sys
+import uuid
+from typing import Any
+
+import aiohttp
+import orjson
 
 SERVICES = ("customers", "accounts", "visitors", "notifications")
 ACCOUNTS = {"create-operator", "create-service-client", "generate-signing-key", "resend-welcome"}
@@ -31,6 +40,63 @@ def _service_main(name: str, argv: list[str]) -> int:
     return service_cli(name, settings_cls, app.create_app, app.MIGRATIONS, extra, argv)
 
 
+DEFAULT_URLS = {
+    "customers": "http://127.0.0.1:8001",
+    "accounts": "http://127.0.0.1:8002",
+    "visitors": "http://127.0.0.1:8003",
+    "notifications": "http://127.0.0.1:8004",
+}
+
+
+def paths(customer_id: uuid.UUID) -> dict[str, str]:
+    return {
+        "customers": f"/v1/customers/{customer_id}/export",
+        "accounts": f"/v1/accounts/export?customer_id={customer_id}",
+        "visitors": f"/v1/visits?host_customer_id={customer_id}&limit=200",
+        "notifications": f"/v1/deliveries/export?customer_id={customer_id}",
+    }
+
+
+async def export(customer_id: uuid.UUID, token: str, urls: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for service, path in paths(customer_id).items():
+            async with http.get(urls[service].rstrip("/") + path) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise RuntimeError(f"{service}: {resp.status} {body}")
+                if service == "visitors":  # every page of the visits they host
+                    items = list(body["items"])
+                    while body.get("next_cursor"):
+                        async with http.get(
+                            urls[service].rstrip("/") + path, params={"cursor": body["next_cursor"]}
+                        ) as more:
+                            body = await more.json(content_type=None)
+                            items += body["items"]
+                    body = {"visits": items}
+                out[service] = body
+    return out
+
+
+def export_main(argv: list[str]) -> int:
+    """``export``: everything the four services hold about one customer (right of access), fetched over HTTP
+    with an operator's access token, printed as one JSON document ``{customers, accounts, visitors,
+    notifications}``. Service URLs: ``CUSTOMERS_URL``, ``ACCOUNTS_URL``, ``VISITORS_URL``,
+    ``NOTIFICATIONS_URL`` (default: the local ports 8001-8004)."""
+    parser = argparse.ArgumentParser(prog="python -m services export", description="Export a customer's data")
+    parser.add_argument("--customer-id", required=True, type=uuid.UUID)
+    parser.add_argument("--token", required=True, help="an operator's access token")
+    args = parser.parse_args(argv)
+    urls = {s: os.environ.get(f"{s.upper()}_URL", u) for s, u in DEFAULT_URLS.items()}
+    try:
+        document = asyncio.run(export(args.customer_id, args.token, urls))
+    except (RuntimeError, aiohttp.ClientError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -40,6 +106,8 @@ def main(argv: list[str]) -> int:
         return max(_service_main(name, ["migrate"]) for name in SERVICES)
     if command in ACCOUNTS:
         return _service_main("accounts", [command, *rest])
+    if command == "export":
+        return export_main(rest)
     if command in OPS:
         from shared.ops import main as ops_main
 

@@ -66,7 +66,7 @@ QUEUES: tuple[QueueSpec, ...] = (
     QueueSpec(
         "accounts.customer-events",
         EVENTS_EXCHANGE,
-        (*CUSTOMER_FACTS, CustomerUserAccountRequestedV1.routing_key()),
+        (*CUSTOMER_FACTS, CustomerUserAccountRequestedV1.routing_key(), CustomerErasedV1.routing_key()),
     ),
     QueueSpec(
         "customers.account-events",
@@ -74,6 +74,7 @@ QUEUES: tuple[QueueSpec, ...] = (
         (AccountCreatedV1.routing_key(), AccountActivatedV1.routing_key(), *REVOCATIONS),
     ),
     QueueSpec("notifications.account-events", EVENTS_EXCHANGE, REVOCATIONS),
+    QueueSpec("notifications.customer-events", EVENTS_EXCHANGE, (CustomerErasedV1.routing_key(),)),
     QueueSpec("notifications.send-email", COMMANDS_EXCHANGE, (SendEmailV1.routing_key(),)),
     QueueSpec("visitors.account-events", EVENTS_EXCHANGE, REVOCATIONS),
     QueueSpec("visitors.customer-events", EVENTS_EXCHANGE, (*CUSTOMER_FACTS, CustomerErasedV1.routing_key())),

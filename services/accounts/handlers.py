@@ -9,16 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.accounts import security, store
+from services.accounts import security, store, throttle
 from shared.consumer import Handler, PermanentError
 from shared.events import (
     AccountCreatedV1,
     AccountReactivatedV1,
+    AccountRevokedV1,
     AccountRoleChangedV1,
     AccountSuspendedV1,
     CustomerBecameContactV1,
     CustomerBecameMemberV1,
     CustomerCreatedV1,
+    CustomerErasedV1,
     CustomerReactivatedV1,
     CustomerSuspendedV1,
     CustomerUpdatedV1,
@@ -290,6 +292,58 @@ async def apply_customer_state(
         raise RuntimeError(f"account {row['id']}: version {row['version']} after the changes, expected {version}")
 
 
+ERASED = 2**31 - 1  # erasure is final: no later (or late) customer event may apply to the account after it
+
+
+async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: CustomerErasedV1) -> None:
+    """The customer was erased: their account keeps its id and role, and loses everything personal. Its email
+    and name become placeholders, the password hash, set-password and reset links, refresh tokens and login
+    failures are deleted, and access is revoked for good (announced, so every service refuses its tokens);
+    both watermarks go to the maximum so no late customer event brings anything back. The published copies of
+    the events and email requests about it are deleted from the outbox, and emails not yet requested are not."""
+    account = await conn.fetchrow(
+        "SELECT id, email, status, erased_at FROM accounts WHERE customer_id = $1 FOR UPDATE", event.customer_id
+    )
+    if account is None or account["erased_at"] is not None:
+        return
+    account_id = account["id"]
+    await conn.execute("DELETE FROM invitations WHERE account_id = $1", account_id)
+    await conn.execute("DELETE FROM refresh_tokens WHERE account_id = $1", account_id)
+    await conn.execute("DELETE FROM login_failures WHERE key = $1", throttle.email_key(account["email"]))
+    row = await conn.fetchrow(
+        """UPDATE accounts SET email = $2, full_name = 'erased', password_hash = NULL, status = 'revoked',
+               revoked_at = now(), erased_at = $3, customer_sequence = $4, profile_sequence = $4,
+               version = version + 1, updated_at = now()
+           WHERE id = $1 RETURNING *""",
+        account_id,
+        f"erased-{account_id}@invalid",
+        event.erased_at,
+        ERASED,
+    )
+    await conn.execute(
+        """DELETE FROM outbox WHERE (published_at IS NOT NULL OR routing_key LIKE 'notifications.send_email.%')
+             AND (convert_from(body, 'UTF8')::jsonb ->> 'subject' = $1
+                  OR convert_from(body, 'UTF8')::jsonb -> 'payload' ->> 'customer_id' = $2)""",
+        str(account_id),
+        str(event.customer_id),
+    )
+    await emit(
+        conn,
+        AccountRevokedV1(
+            account_id=account_id,
+            customer_id=row["customer_id"],
+            role=row["role"],
+            status="revoked",
+            revoked_at=row["revoked_at"],
+        ),
+        producer=SERVICE,
+        subject=account_id,
+        sequence=row["version"],
+        correlation_id=env.correlation_id,
+        causation_id=str(env.event_id),
+    )
+
+
 def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
     async def create_or_follow(
         conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1 | CustomerUserAccountRequestedV1
@@ -346,6 +400,7 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
                 CustomerUserAccountRequestedV1, on_user_account_requested
             ),
             CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated),
+            CustomerErasedV1.routing_key(): Handler(CustomerErasedV1, on_customer_erased),
             **{m.routing_key(): Handler(m, on_customer_state) for m in state_events},
         }
     }

@@ -502,6 +502,51 @@ async def jwks(request: web.Request) -> web.Response:
     return json_response({"keys": request.app[ACCOUNTS_CFG]["jwks"]}, headers={"Cache-Control": "max-age=300"})
 
 
+class AccountExportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: uuid.UUID
+
+
+class AccountExport(BaseModel):
+    accounts: list[dict[str, Any]] = Field(description="The customer's account (at most one), as stored")
+    links: list[dict[str, Any]] = Field(description="Set-password and reset links issued (no tokens)")
+    logins: list[dict[str, Any]] = Field(description="Refresh tokens issued by logins (no tokens)")
+
+
+@routes.get("/v1/accounts/export")
+@describe(query=AccountExportQuery, response=AccountExport, tag="privacy")
+@policy(OPERATOR)
+async def export_accounts(request: web.Request) -> web.Response:
+    """Everything accounts holds about one customer (right of access): their account, the links and logins it
+    had, without any secret (no password hash, no token or hash)."""
+    q = parse_query(request, AccountExportQuery)
+    db = request.app[RUNTIME].db
+    rows = await db.fetch(
+        f"SELECT {store.ACCOUNT_COLUMNS}, revoked_at, erased_at FROM accounts WHERE customer_id = $1", q.customer_id
+    )
+    ids = [r["id"] for r in rows]
+    links = await db.fetch(
+        """SELECT id, account_id, purpose, created_at, expires_at, used_at FROM invitations
+           WHERE account_id = ANY($1::uuid[]) ORDER BY created_at""",
+        ids,
+    )
+    logins = await db.fetch(
+        """SELECT id, account_id, family_id, created_at, expires_at, used_at, revoked_at FROM refresh_tokens
+           WHERE account_id = ANY($1::uuid[]) ORDER BY created_at""",
+        ids,
+    )
+
+    def plain(r: Any) -> dict[str, Any]:
+        return {
+            k: (str(v) if isinstance(v, uuid.UUID) else v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in dict(r).items()
+        }
+
+    return json_response(
+        {"accounts": [plain(r) for r in rows], "links": [plain(r) for r in links], "logins": [plain(r) for r in logins]}
+    )
+
+
 @routes.get("/v1/accounts/{id}")
 @describe(response=Account, tag="accounts")
 @policy(roles("admin", "member", "contact"))
@@ -631,6 +676,13 @@ async def restore(request: web.Request) -> web.Response:
         row = await _locked_account(conn, account_id)
         if row["status"] != "revoked":
             raise Problem(409, "Not revoked", "The account's access is not revoked", type_="urn:problem:not-revoked")
+        if row["erased_at"] is not None:
+            raise Problem(
+                409,
+                "Customer erased",
+                "The account's customer was erased: it stays revoked",
+                type_="urn:problem:erased",
+            )
         if row["password_hash"] is None:
             status = "invited"
         else:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from services.customers import plans
+from services.customers import plans, privacy
 from services.customers.handlers import HANDLERS
 from services.customers.routes import CLOCK, SERVICE, TIMEZONE, routes
 from services.customers.scheduler import Scheduler
@@ -52,4 +52,5 @@ def create_app(
     app.cleanup_ctx.append(scheduler)
     app.router.add_routes(routes)
     app.router.add_routes(plans.routes)
+    app.router.add_routes(privacy.routes)
     return app

@@ -41,6 +41,7 @@ class Customer(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    erased_at: datetime | None = None
 
 
 class HistoryQuery(BaseModel):

@@ -193,7 +193,15 @@ async def _locked(conn: Any, customer_id: uuid.UUID) -> Any:
     row = await lifecycle.lock_customer(conn, customer_id)
     if row is None:
         raise Problem(404, "Not found", f"No customer {customer_id}")
+    if row["erased_at"] is not None:
+        raise erased_problem()
     return row
+
+
+def erased_problem() -> Problem:
+    return Problem(
+        409, "Customer erased", "The customer was erased: nothing about them changes", type_="urn:problem:erased"
+    )
 
 
 def _etag(row: Any) -> dict[str, str]:

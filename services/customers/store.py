@@ -12,7 +12,7 @@ import orjson
 
 COLUMNS = (
     "id, full_name, email, company_name, phone, kind, standing, portal_access, account_id, version, created_at, "
-    "updated_at"
+    "updated_at, erased_at"
 )
 
 

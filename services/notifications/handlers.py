@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 
 from shared.consumer import Handler, PermanentError
-from shared.events import Envelope, SendEmailV1
+from shared.events import CustomerErasedV1, Envelope, SendEmailV1
 from shared.tracing import current_traceparent
 
 
@@ -35,5 +36,71 @@ def make_handlers(templates: set[str]) -> dict[str, dict[str, Handler]]:
         )
 
     return {
+        "notifications.customer-events": {
+            CustomerErasedV1.routing_key(): Handler(CustomerErasedV1, on_customer_erased)
+        },
         "notifications.send-email": {SendEmailV1.routing_key(): Handler(SendEmailV1, on_send_email)},
     }
+
+
+REDACTED_EMAIL = "redacted@invalid"
+REDACTED = "redacted"
+
+
+def _scrub(value: Any, needles: set[str]) -> Any:
+    """``value`` (a JSON context) with every string that contains one of ``needles`` replaced by REDACTED."""
+    if isinstance(value, dict):
+        return {k: _scrub(v, needles) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, needles) for v in value]
+    if isinstance(value, str) and any(n in value.lower() for n in needles):
+        return REDACTED
+    return value
+
+
+async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: CustomerErasedV1) -> None:
+    """Redact the customer's deliveries: recipient, name, context and subject become placeholders (the template,
+    status, attempts and times stay, so what was sent when remains known). A pending one is not sent any more
+    (failed: recipient erased). Other deliveries that mention them (a visitor told who hosts them) lose those
+    mentions, recognised by the customer's names and emails as their own deliveries recorded them."""
+    own = await conn.fetch(
+        "SELECT id, to_email, to_name FROM deliveries WHERE customer_id = $1 FOR UPDATE", event.customer_id
+    )
+    needles = {
+        v.lower() for r in own for v in (r["to_email"], r["to_name"]) if v and v not in (REDACTED, REDACTED_EMAIL)
+    }
+    await conn.execute(
+        """UPDATE deliveries SET to_email = $2, to_name = $3, context = '{}', subject = NULL, sealed_context = NULL,
+               last_error = CASE WHEN status = 'pending' THEN 'recipient erased' ELSE NULL END,
+               failed_at = CASE WHEN status = 'pending' THEN now() ELSE failed_at END,
+               status = CASE WHEN status = 'pending' THEN 'failed' ELSE status END,
+               updated_at = now()
+           WHERE customer_id = $1""",
+        event.customer_id,
+        REDACTED_EMAIL,
+        REDACTED,
+    )
+    if needles:
+        patterns = [f"%{n}%" for n in needles]
+        others = await conn.fetch(
+            """SELECT id, to_email, to_name, context, subject, last_error FROM deliveries
+               WHERE customer_id IS DISTINCT FROM $1
+                 AND (lower(context::text) LIKE ANY($2::text[]) OR lower(coalesce(subject, '')) LIKE ANY($2::text[])
+                      OR lower(coalesce(last_error, '')) LIKE ANY($2::text[]))
+               FOR UPDATE""",
+            event.customer_id,
+            patterns,
+        )
+        for r in others:
+            await conn.execute(
+                "UPDATE deliveries SET context = $2, subject = $3, last_error = $4, updated_at = now() WHERE id = $1",
+                r["id"],
+                _scrub(r["context"], needles),
+                _scrub(r["subject"], needles),
+                _scrub(r["last_error"], needles),
+            )
+    await conn.execute(
+        """DELETE FROM outbox WHERE published_at IS NOT NULL
+             AND convert_from(body, 'UTF8')::jsonb -> 'payload' ->> 'customer_id' = $1""",
+        str(event.customer_id),
+    )

@@ -87,6 +87,28 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return json_response({"items": [_delivery(r) for r in items], "next_cursor": next_cursor})
 
 
+class DeliveryExportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: uuid.UUID
+
+
+class DeliveryExport(BaseModel):
+    deliveries: list[dict[str, Any]] = Field(description="Every email about the customer, with what it said")
+
+
+@routes.get("/v1/deliveries/export")
+@describe(query=DeliveryExportQuery, response=DeliveryExport, tag="privacy")
+@policy(OPERATOR)
+async def export_deliveries(request: web.Request) -> web.Response:
+    """Everything notifications holds about one customer (right of access): their deliveries with recipient,
+    subject and the values the email was rendered with (never the sealed secrets)."""
+    q = parse_query(request, DeliveryExportQuery)
+    rows = await request.app[RUNTIME].db.fetch(
+        f"SELECT {COLUMNS}, context FROM deliveries WHERE customer_id = $1 ORDER BY created_at, id", q.customer_id
+    )
+    return json_response({"deliveries": [_delivery(r) for r in rows]})
+
+
 @routes.get("/v1/deliveries/{id}")
 @describe(response=Delivery, tag="deliveries")
 @policy(OPERATOR)

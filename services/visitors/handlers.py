@@ -91,7 +91,17 @@ ERASED = 2**31 - 1  # erasure is final: no later (or late) event about the custo
 
 async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: CustomerErasedV1) -> None:
     """Remove the host's copied details (name, email); their past visits stay, without them. Nobody can register
-    a visit for them any more (an unknown host: 422)."""
+    a visit for them any more (an unknown host: 422). Published copies of emails this service requested that
+    name them (a visitor's registration email says who the host is) are deleted from the outbox too."""
+    known = await conn.fetchrow("SELECT full_name, email FROM hosts WHERE customer_id = $1", event.customer_id)
+    details = [v for v in (known["full_name"], known["email"]) if v] if known else []
+    if details:
+        await conn.execute(
+            """DELETE FROM outbox WHERE published_at IS NOT NULL
+               AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS d
+                           WHERE position(d IN convert_from(body, 'UTF8')) > 0)""",
+            details,
+        )
     await conn.execute(
         """INSERT INTO hosts AS h (customer_id, full_name, email, kind, standing, sequence, profile_sequence, erased_at)
            VALUES ($1, NULL, NULL, 'contact', 'active', $2, $2, $3)

@@ -76,6 +76,6 @@ async def test_revoked_access_refuses_login_and_old_tokens_in_every_service_unti
             return (await http.get(me, headers=new)).status == 200
 
         await wait_for(new_login_works, timeout=3, interval=0.3, what="a new login to work")
-    [event] = recorder.of_type("accounts.account.revoked.v1")
+    [event] = await wait_for(lambda: recorder.of_type("accounts.account.revoked.v1"), what="the revoked event")
     assert event["payload"]["account_id"] == account_id
-    assert recorder.of_type("accounts.account.restored.v1")
+    await wait_for(lambda: recorder.of_type("accounts.account.restored.v1"), what="the restored event")
