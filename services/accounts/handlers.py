@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -327,21 +328,7 @@ async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: Cus
         str(account_id),
         str(event.customer_id),
     )
-    await emit(
-        conn,
-        AccountRevokedV1(
-            account_id=account_id,
-            customer_id=row["customer_id"],
-            role=row["role"],
-            status="revoked",
-            revoked_at=row["revoked_at"],
-        ),
-        producer=SERVICE,
-        subject=account_id,
-        sequence=row["version"],
-        correlation_id=env.correlation_id,
-        causation_id=str(env.event_id),
-    )
+    await emit_revoked(conn, row, correlation_id=env.correlation_id, causation_id=str(env.event_id))
 
 
 def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
@@ -404,3 +391,24 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
             **{m.routing_key(): Handler(m, on_customer_state) for m in state_events},
         }
     }
+
+
+async def emit_revoked(
+    conn: asyncpg.Connection, row: Any, *, correlation_id: str | None, causation_id: str | None
+) -> None:
+    """Announce that the account (``row``, after the change) lost its portal access."""
+    await emit(
+        conn,
+        AccountRevokedV1(
+            account_id=row["id"],
+            customer_id=row["customer_id"],
+            role=row["role"],
+            status="revoked",
+            revoked_at=row["revoked_at"],
+        ),
+        producer=SERVICE,
+        subject=row["id"],
+        sequence=row["version"],
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )

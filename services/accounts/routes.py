@@ -13,9 +13,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.accounts import security, store, throttle
-from services.accounts.handlers import WelcomeConfig, issue_invitation, issue_password_reset
+from services.accounts.handlers import WelcomeConfig, emit_revoked, issue_invitation, issue_password_reset
 from shared.auth import OPEN, OPERATOR, policy, principal, roles
-from shared.events import AccountActivatedV1, AccountRestoredV1, AccountRevokedV1, AccountSuspendedV1
+from shared.events import AccountActivatedV1, AccountRestoredV1, AccountSuspendedV1
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.openapi import describe
 from shared.outbox import emit
@@ -645,21 +645,7 @@ async def revoke(request: web.Request) -> web.Response:
             account_id,
         )
         await store.revoke_refresh_tokens(conn, account_id=account_id)
-        await emit(
-            conn,
-            AccountRevokedV1(
-                account_id=account_id,
-                customer_id=row["customer_id"],
-                role=row["role"],
-                status="revoked",
-                revoked_at=row["revoked_at"],
-            ),
-            producer=SERVICE,
-            subject=account_id,
-            sequence=row["version"],
-            correlation_id=request[REQUEST_ID],
-            causation_id=request[REQUEST_ID],
-        )
+        await emit_revoked(conn, row, correlation_id=request[REQUEST_ID], causation_id=request[REQUEST_ID])
     return json_response(_account(row))
 
 

@@ -86,13 +86,7 @@ async def create_customer(request: web.Request) -> web.Response:
                 phone=body.phone,
             )
         except store.DuplicateEmail:
-            raise Problem(
-                409,
-                "Email already in use",
-                "Another customer has this email address",
-                type_="urn:problem:duplicate-email",
-                errors=[{"field": "email", "message": "already used by another customer"}],
-            ) from None
+            raise duplicate_email() from None
         customer = _customer(row)
         await emit(
             conn,
@@ -123,6 +117,16 @@ async def create_customer(request: web.Request) -> web.Response:
         location = f"/v1/customers/{customer_id}"
         await idempotency.remember(conn, 201, customer, location)
     return json_response(customer, status=201, headers={"Location": location, "ETag": f'"{row["version"]}"'})
+
+
+def duplicate_email() -> Problem:
+    return Problem(
+        409,
+        "Email already in use",
+        "Another customer has this email address",
+        type_="urn:problem:duplicate-email",
+        errors=[{"field": "email", "message": "already used by another customer"}],
+    )
 
 
 def own_customer_id(request: web.Request) -> uuid.UUID:
@@ -257,13 +261,7 @@ async def update_customer(request: web.Request) -> web.Response:
         try:
             row = await lifecycle.bump(conn, customer_id, **{k: c["new"] for k, c in changes.items()})
         except asyncpg.UniqueViolationError:
-            raise Problem(
-                409,
-                "Email already in use",
-                "Another customer has this email address",
-                type_="urn:problem:duplicate-email",
-                errors=[{"field": "email", "message": "already used by another customer"}],
-            ) from None
+            raise duplicate_email() from None
         await lifecycle.emit_customer_event(
             conn,
             row,
