@@ -9,6 +9,12 @@
     python -m services replay QUEUE [--message-id ID]
     python -m services export --customer-id ID --token T   # everything held about a customer, as one JSON document
 
+Deployment set-up, with administrator rights (deploy/ runs them before the services start):
+
+    python -m services setup-broker                  # declare the whole RabbitMQ topology (AMQP_URL: an admin)
+    python -m services rabbitmq-definitions --vhost / --user SERVICE NAME PASSWORD_FILE... [--admin NAME FILE]
+    python -m services setup-databases --admin-url URL --password-file SERVICE FILE... [--prefix coworking_]
+
 Each service's own command line (``python -m services.<name> serve|migrate|...``) stays the way to run it.
 """
 
@@ -28,6 +34,7 @@ import orjson
 SERVICES = ("customers", "accounts", "visitors", "notifications")
 ACCOUNTS = {"create-operator", "create-service-client", "generate-signing-key", "resend-welcome"}
 OPS = {"outbox", "dead-letters", "replay"}
+SETUP = {"setup-broker", "rabbitmq-definitions", "setup-databases"}
 
 
 def _service_main(name: str, argv: list[str]) -> int:
@@ -97,6 +104,74 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+def _read_secret(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        secret = f.read().strip()
+    if not secret:
+        raise SystemExit(f"{path} is empty")
+    return secret
+
+
+def setup_main(command: str, argv: list[str]) -> int:
+    """``setup-broker``, ``rabbitmq-definitions``, ``setup-databases`` (see shared/provision.py)."""
+    from shared.logging import configure_logging
+    from shared.provision import (
+        BrokerUser,
+        DatabaseOwner,
+        rabbitmq_definitions,
+        setup_broker,
+        setup_databases,
+    )
+    from shared.settings import CommonSettings
+    from shared.topology import SERVICES, Topology
+
+    common = CommonSettings()
+    topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
+    parser = argparse.ArgumentParser(prog=f"python -m services {command}")
+    if command == "setup-broker":
+        parser.description = "Declare the whole RabbitMQ topology with the administrator of AMQP_URL"
+        parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the broker")
+        args = parser.parse_args(argv)
+        configure_logging("setup", common.log_level, common.log_format)
+        asyncio.run(setup_broker(common.amqp_url, topology, args.wait))
+        print(f"setup-broker: declared {len(topology.all_queue_names())} queues and their exchanges")
+        return 0
+    if command == "rabbitmq-definitions":
+        parser.description = "Print the services' RabbitMQ users and permissions as definitions (JSON)"
+        parser.add_argument("--vhost", default="/")
+        parser.add_argument(
+            "--user", nargs=3, action="append", default=[], metavar=("SERVICE", "NAME", "PASSWORD_FILE")
+        )
+        parser.add_argument("--admin", nargs=2, metavar=("NAME", "PASSWORD_FILE"))
+        args = parser.parse_args(argv)
+        unknown = {service for service, _, _ in args.user} - set(SERVICES)
+        if unknown:
+            parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
+        users = {service: BrokerUser(name, _read_secret(path)) for service, name, path in args.user}
+        admin = BrokerUser(args.admin[0], _read_secret(args.admin[1])) if args.admin else None
+        document = rabbitmq_definitions(topology, args.vhost, users, admin)
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    parser.description = "Per service, a PostgreSQL role owning its own database (run as a superuser)"
+    parser.add_argument("--admin-url", default=os.environ.get("DATABASE_ADMIN_URL"), help="a superuser's URL")
+    parser.add_argument("--password-file", nargs=2, action="append", default=[], metavar=("SERVICE", "FILE"))
+    parser.add_argument("--prefix", default="coworking_", help="of the role and database names")
+    args = parser.parse_args(argv)
+    if not args.admin_url:
+        parser.error("--admin-url (or DATABASE_ADMIN_URL) is required")
+    unknown = {service for service, _ in args.password_file} - set(SERVICES)
+    if unknown:
+        parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
+    configure_logging("setup", common.log_level, common.log_format)
+    owners = [
+        DatabaseOwner(f"{args.prefix}{service}", f"{args.prefix}{service}", _read_secret(path))
+        for service, path in args.password_file
+    ]
+    asyncio.run(setup_databases(args.admin_url, owners))
+    print("setup-databases: " + ", ".join(f"{o.database} owned by {o.role}" for o in owners))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -108,6 +183,8 @@ def main(argv: list[str]) -> int:
         return _service_main("accounts", [command, *rest])
     if command == "export":
         return export_main(rest)
+    if command in SETUP:
+        return setup_main(command, rest)
     if command in OPS:
         from shared.ops import main as ops_main
 

@@ -1,5 +1,6 @@
-"""The RabbitMQ connection of a service: robust (reconnects by itself), the topology declared on connect, and
-a publisher channel with confirms and ``mandatory`` so an unroutable or unconfirmed message is an error."""
+"""The RabbitMQ connection of a service: robust (reconnects by itself), the topology declared on connect (or, for
+a least-privilege user that may not declare it, checked to exist: ``python -m services setup-broker`` declares
+it), and a publisher channel with confirms and ``mandatory`` so an unroutable or unconfirmed message is an error."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class Broker:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.declares_topology = True
+        """False once the broker refused a declaration: the user has no configure permission (deploy/ gives each
+        service such a user), so the topology is only checked passively, which needs no permission."""
 
     @property
     def connected(self) -> bool:
@@ -58,21 +62,45 @@ class Broker:
                     extra={"error": str(exc)},
                 )
                 await asyncio.sleep(10)
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                # checked, not declared (least-privilege user): the setup has not declared everything yet
+                log.warning(
+                    "RabbitMQ topology incomplete: waiting for `python -m services setup-broker` to declare it",
+                    extra={"error": str(exc), "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
             except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
                 log.warning("RabbitMQ unreachable, retrying", extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     async def connect(self) -> None:
-        connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": self.service}, timeout=10
-        )
-        try:
-            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await self.topology.declare(publisher)
-        except BaseException:
-            await connection.close()
-            raise
+        while True:
+            connection = await aio_pika.connect_robust(
+                self.url, client_properties={"connection_name": self.service}, timeout=10
+            )
+            try:
+                publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                if self.declares_topology:
+                    await self.topology.declare(publisher)
+                else:
+                    await self.topology.verify(publisher)
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                await connection.close()
+                if not self.declares_topology:
+                    raise
+                self.declares_topology = False
+                log.info(
+                    "not allowed to declare the RabbitMQ topology (a least-privilege user): checking that "
+                    "`python -m services setup-broker` declared it",
+                    extra={"error": str(exc)},
+                )
+                continue
+            except BaseException:
+                await connection.close()
+                raise
+            break
         self.connection = connection
         self._publisher = publisher  # type: ignore[assignment]
         self._ready.set()

@@ -1,5 +1,7 @@
-"""The whole RabbitMQ topology, declared (idempotently) by every service at start-up so that nothing is ever
-published into the void, whichever service starts first.
+"""The whole RabbitMQ topology, declared (idempotently) at start-up so that nothing is ever published into the
+void, whichever service starts first: by every service when its broker user may (local runs, full rights), else
+once by ``python -m services setup-broker`` with an administrator, the services then only checking (passively,
+which needs no permission) that all of it exists before they publish or consume.
 
 Per consuming handler: a quorum queue ``<service>.<handler>`` bound to the routing keys it handles, retry queues
 ``<queue>.retry.<ms>ms`` (messages wait out their TTL there, then dead-letter back to the main queue), and a
@@ -8,7 +10,8 @@ dead-letter queue ``<queue>.dlq`` holding messages that cannot be handled, each 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
@@ -81,6 +84,33 @@ QUEUES: tuple[QueueSpec, ...] = (
 )
 
 
+SERVICES = ("customers", "accounts", "visitors", "notifications")
+
+PUBLISHES: dict[str, tuple[str, ...]] = {
+    "customers": (EVENTS_EXCHANGE,),
+    "accounts": (EVENTS_EXCHANGE, COMMANDS_EXCHANGE),  # notifications.send_email.v1: welcome, reset links
+    "visitors": (EVENTS_EXCHANGE, COMMANDS_EXCHANGE),  # notifications.send_email.v1: visit invitations
+    "notifications": (EVENTS_EXCHANGE,),
+}
+"""The exchanges each service's outbox publishes to. Its events' routing keys all start with ``<service>.``."""
+
+DEFAULT_EXCHANGE = "amq.default"
+"""The name RabbitMQ checks permissions against for the default exchange (``""``), which the consumers use to move
+a message to their own retry and dead-letter queues."""
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A broker user's permissions in the vhost (three regular expressions), and per topic exchange the routing
+    keys it may publish (``write``) and bind (``read``) with: what RabbitMQ's ``set_permissions`` and
+    ``set_topic_permissions`` take."""
+
+    configure: str
+    write: str
+    read: str
+    topic: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Topology:
     prefix: str = ""
@@ -104,6 +134,34 @@ class Topology:
             names += [self.queue(spec.name), self.dlq(spec.name)]
             names += [self.retry_queue(spec.name, d) for d in sorted(set(self.retry_delays_ms))]
         return names
+
+    def permissions(self, service: str) -> Permissions:
+        """The least a service's own broker user needs once ``setup-broker`` has declared the topology:
+
+        - configure: nothing (declaring, binding, deleting are the setup's; a passive declare needs no permission);
+        - write: the exchanges its outbox publishes to, and the default exchange (retry and dead-letter copies go
+          to its own queues by name: RabbitMQ cannot narrow the default exchange to some queues);
+        - read: its own queues (``<prefix><service>.*``: main, ``.dlq``, ``.retry.<ms>ms``), to consume and replay;
+        - topic: on ``events``, only routing keys of its own events (``<service>.``), no binding.
+        """
+        if service not in PUBLISHES:
+            raise ValueError(f"unknown service {service!r}")
+        exchanges = [re.escape(self.exchange(name)) for name in PUBLISHES[service]]
+        return Permissions(
+            configure="^$",
+            write=f"^({'|'.join([*exchanges, re.escape(DEFAULT_EXCHANGE)])})$",
+            read=f"^{re.escape(self.queue(service))}\\.",
+            topic={self.exchange(EVENTS_EXCHANGE): (f"^{re.escape(service)}\\.", "^$")},
+        )
+
+    async def verify(self, channel: AbstractChannel) -> None:
+        """Check, passively (no permission needed), that the whole topology exists: both exchanges, the event log,
+        every queue with its retry and dead-letter queues. Raises ``ChannelNotFoundEntity`` naming what is missing
+        (the channel is then closed)."""
+        for name in (EVENTS_EXCHANGE, COMMANDS_EXCHANGE):
+            await channel.declare_exchange(self.exchange(name), passive=True)
+        for queue in self.all_queue_names():
+            await channel.declare_queue(queue, passive=True)
 
     async def declare(self, channel: AbstractChannel) -> None:
         exchanges = {

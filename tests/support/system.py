@@ -40,15 +40,16 @@ class InProcessSystem:
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
     clock: Clock | None = None  # customers' and visitors' clock (a FakeClock lets a test travel in time)
+    amqp_urls: dict[str, str] = field(default_factory=dict)  # per service, instead of amqp_url (its own user)
     urls: dict[str, str] = field(default_factory=dict)
     apps: dict[str, web.Application] = field(default_factory=dict)
     _runners: dict[str, web.AppRunner] = field(default_factory=dict)
 
-    def common(self) -> CommonSettings:
+    def common(self, name: str | None = None) -> CommonSettings:
         extra = {"jwks_url": self.jwks_url} if self.jwks_url else {}
         return CommonSettings(
             **extra,
-            amqp_url=self.amqp_url,
+            amqp_url=self.amqp_urls.get(name or "", self.amqp_url),
             amqp_prefix=self.prefix,
             retry_delays_ms=self.retry_delays_ms,
             relay_poll_interval_s=0.2,
@@ -57,7 +58,7 @@ class InProcessSystem:
         )
 
     def build(self, name: str) -> web.Application:
-        common = self.common()
+        common = self.common(name)
         base: dict[str, Any] = {"database_url": self.databases[name], "common": common, "db_pool_min": 1}
         if name == "customers":
             return customers_app(
