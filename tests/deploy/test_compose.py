@@ -1,12 +1,16 @@
 """What an operator relies on in deploy/: compose.yaml runs the four services against PostgreSQL, RabbitMQ and the
-mail catcher, each started only once what it needs is healthy; every secret is generated at deploy time by
-init-secrets.sh and reaches exactly the containers that need it (none is written in the files); the image runs as a
-non-root user. No Docker engine needed: the files are read, and the shell parts (the secrets init script, the
+mail catcher, each started only once what it needs is healthy and the setup has made its database and the broker
+topology; each service connects as its own database role and its own broker user with only its own permissions
+(tests/integration/test_least_privilege.py proves them on the real servers); every secret is generated at deploy
+time by init-secrets.sh and reaches exactly the containers that need it (none is written in the files); the image
+runs as a non-root user. No Docker engine needed: the files are read, and the shell parts (the secrets init script, the
 commands that turn secret files into environment variables) are run here with stand-ins for the programs they start.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -22,6 +26,7 @@ from yarl import URL
 
 from services.accounts.security import SigningKey
 from shared.sealing import load_key
+from shared.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -31,9 +36,11 @@ SECRET_FILES = (
     "infra/postgres-password",
     "infra/pgpass",
     "infra/rabbitmq-password",
+    *(f"{name}/{file}" for name in APPS for file in ("db-password", "pgpass", "amqp-password")),
     "signing/jwt-signing-key.pem",
     "seal/seal.key",
 )
+DEFINITIONS = "rabbitmq/definitions.json"
 SECRET_PATH = re.compile(r"/secrets/[\w./-]+")
 _INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
 
@@ -96,31 +103,44 @@ def run_init_secrets(target: Path) -> subprocess.CompletedProcess[str]:
 
 
 def run_shell(
-    script: str, secrets: Path, stand_in: str, tmp_path: Path
+    script: str, secrets: Path, stand_in: str, tmp_path: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
     """Run a container's ``sh -euc`` script with its /secrets paths moved to ``secrets`` and ``stand_in`` (the program
-    it execs) replaced by a script that records its arguments and environment."""
+    it execs) replaced by a script that records its arguments and environment (the last call's; ``calls`` in
+    ``record`` has them all)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     record = tmp_path / "record.json"
+    record.unlink(missing_ok=True)
     fake = bin_dir / stand_in
     fake.write_text(
         f"#!{sys.executable}\nimport json, os, sys\n"
-        f"json.dump({{'argv': sys.argv[1:], 'env': dict(os.environ)}}, open({str(record)!r}, 'w'))\n"
+        f"path = {str(record)!r}\n"
+        "calls = json.load(open(path))['calls'] if os.path.exists(path) else []\n"
+        "calls.append({'argv': sys.argv[1:], 'env': dict(os.environ)})\n"
+        "json.dump({**calls[-1], 'calls': calls}, open(path, 'w'))\n"
     )
     fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     proc = subprocess.run(
-        ["sh", "-euc", script.replace("/secrets/", f"{secrets}/")], env=env, capture_output=True, text=True
+        ["sh", "-euc", script.replace("/secrets/", f"{secrets}/")],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", **(env or {})},
+        capture_output=True,
+        text=True,
     )
     return proc, (json.loads(record.read_text()) if record.exists() else None)
+
+
+def matches_hash(password: str, password_hash: str) -> bool:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt(4) + sha256(salt + password))."""
+    raw = base64.b64decode(password_hash)
+    return hashlib.sha256(raw[:4] + password.encode()).digest() == raw[4:]
 
 
 # --- what is defined ---------------------------------------------------------------------------------------------
 
 
 def test_defines_the_services_and_their_infrastructure(services: dict[str, Any]) -> None:
-    assert set(APPS) | {"postgres", "rabbitmq", "mailpit", "secrets"} <= set(services)
+    assert set(APPS) | {"postgres", "rabbitmq", "mailpit", "secrets", "setup"} <= set(services)
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["rabbitmq"]["image"] == "rabbitmq:3.13-management"
     assert {"5672:5672", "15672:15672"} <= set(services["rabbitmq"]["ports"])
@@ -130,15 +150,42 @@ def test_defines_the_services_and_their_infrastructure(services: dict[str, Any])
         assert services[name]["healthcheck"]["test"], name
 
 
-def test_postgres_creates_one_database_per_service(services: dict[str, Any]) -> None:
-    init = [v for v in services["postgres"]["volumes"] if "/docker-entrypoint-initdb.d/" in v]
-    assert len(init) == 1
-    script = (DEPLOY / init[0].split(":")[0]).read_text()
-    for name in APPS:
-        assert f"CREATE DATABASE coworking_{name};" in script
+def test_setup_makes_each_service_its_database_role_then_the_broker_topology(
+    services: dict[str, Any], secrets_dir: Path, tmp_path: Path
+) -> None:
+    setup = services["setup"]
+    assert setup["restart"] == "no"
+    assert setup["depends_on"] == {
+        "secrets": {"condition": "service_completed_successfully"},
+        "postgres": {"condition": "service_healthy"},
+        "rabbitmq": {"condition": "service_healthy"},
+    }
+    assert setup["entrypoint"] == ["sh", "-euc"]
+    proc, record = run_shell(setup["command"][0], secrets_dir, "python", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    databases, broker = record["calls"]
+    # the databases, as the PostgreSQL superuser (password from its pgpass file), each role with its own password
+    argv = databases["argv"]
+    assert argv[:4] == ["-m", "services", "setup-databases", "--admin-url"]
+    admin = URL(argv[4])
+    assert (admin.user, admin.host, admin.port, admin.password) == ("postgres", "postgres", 5432, None)
+    assert setup["environment"]["PGPASSFILE"] == "/secrets/infra/pgpass"
+    assert "--prefix" not in argv  # coworking_<service>: the roles and databases the services connect to
+    files = dict(zip(argv[6::3], argv[7::3], strict=True))
+    assert argv[5::3] == ["--password-file"] * len(APPS)
+    assert files == {name: f"{secrets_dir}/{name}/db-password" for name in APPS}
+    # then the topology, as the RabbitMQ administrator
+    assert broker["argv"] == ["-m", "services", "setup-broker"]
+    amqp = URL(broker["env"]["AMQP_URL"])
+    assert (amqp.user, amqp.host, amqp.port) == ("coworking", "rabbitmq", 5672)
+    assert amqp.password == (secrets_dir / "infra/rabbitmq-password").read_text().strip()
+    assert {"setup": {"condition": "service_completed_successfully"}}.items() <= services["customers"][
+        "depends_on"
+    ].items()
+    assert not [v for v in services["postgres"]["volumes"] if "/docker-entrypoint-initdb.d/" in v]
 
 
-@pytest.mark.parametrize("name", [*APPS, "secrets"])
+@pytest.mark.parametrize("name", [*APPS, "secrets", "setup"])
 def test_built_from_the_repository_with_the_deploy_dockerfile(services: dict[str, Any], name: str) -> None:
     build = services[name]["build"]
     assert (DEPLOY / build["context"]).resolve() == ROOT
@@ -154,7 +201,7 @@ def test_service_waits_for_what_it_needs(services: dict[str, Any], name: str, po
     depends_on = services[name]["depends_on"]
     assert depends_on["postgres"] == {"condition": "service_healthy"}
     assert depends_on["rabbitmq"] == {"condition": "service_healthy"}
-    assert depends_on["secrets"] == {"condition": "service_completed_successfully"}
+    assert depends_on["setup"] == {"condition": "service_completed_successfully"}  # after secrets, databases, topology
     assert services[name]["restart"] == "unless-stopped"
 
 
@@ -179,8 +226,9 @@ def test_service_environment(services: dict[str, Any], name: str) -> None:
     env = services[name]["environment"]
     db = URL(env[f"{name.upper()}_DATABASE_URL"])
     assert (db.scheme, db.host, db.port, db.path) == ("postgresql", "postgres", 5432, f"/coworking_{name}")
+    assert db.user == f"coworking_{name}"  # its own role, which setup-databases makes owner of its database
     assert db.password is None  # it comes from PGPASSFILE
-    assert env["PGPASSFILE"] == "/secrets/infra/pgpass"
+    assert env["PGPASSFILE"] == f"/secrets/{name}/pgpass"
     assert env["JWKS_URL"] == "http://accounts:8002/.well-known/jwks.json"
     assert env["LOG_FORMAT"] == "json"
 
@@ -202,8 +250,9 @@ def test_service_command_starts_it_with_its_secrets(
     assert record["argv"] == ["-m", f"services.{name}", "serve"]
     amqp = URL(record["env"]["AMQP_URL"])
     assert (amqp.scheme, amqp.host, amqp.port) == ("amqp", "rabbitmq", 5672)
-    assert amqp.user == services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"]
-    assert amqp.password == (secrets_dir / "infra/rabbitmq-password").read_text().strip()
+    assert amqp.user == f"coworking-{name}"  # its own user, defined in RabbitMQ's definitions
+    assert amqp.password == (secrets_dir / f"{name}/amqp-password").read_text().strip()
+    assert f"{name}:" in (secrets_dir / f"{name}/pgpass").read_text()  # its own database role's password
     if name in SEAL_KEY_VARS:
         seal = record["env"][SEAL_KEY_VARS[name]]
         assert seal == (secrets_dir / "seal/seal.key").read_text().strip()
@@ -243,16 +292,62 @@ def test_every_secret_a_service_reads_is_generated_and_mounted(services: dict[st
             assert (secrets_dir / path.removeprefix("/secrets/")).is_file(), f"{name} reads {path}, never generated"
 
 
-def test_rabbitmq_takes_its_password_from_the_secrets(
-    services: dict[str, Any], secrets_dir: Path, tmp_path: Path
-) -> None:
-    entrypoint = services["rabbitmq"]["entrypoint"]
-    assert entrypoint[:2] == ["sh", "-euc"]
-    proc, record = run_shell(entrypoint[2], secrets_dir, "docker-entrypoint.sh", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert record["argv"] == ["rabbitmq-server"]
-    assert record["env"]["RABBITMQ_DEFAULT_PASS"] == (secrets_dir / "infra/rabbitmq-password").read_text().strip()
+def test_rabbitmq_imports_its_users_with_their_permissions(services: dict[str, Any], secrets_dir: Path) -> None:
+    rabbitmq = services["rabbitmq"]
+    assert "entrypoint" not in rabbitmq and "RABBITMQ_DEFAULT_PASS" not in rabbitmq.get("environment", {})
+    conf_mounts = [v.split(":") for v in rabbitmq["volumes"] if v.startswith("./")]
+    assert [(target, mode) for _, target, mode in conf_mounts] == [("/etc/rabbitmq/conf.d/20-definitions.conf", "ro")]
+    conf = dict(line.split(" = ", 1) for line in (DEPLOY / conf_mounts[0][0]).read_text().splitlines() if " = " in line)
+    assert conf["definitions.import_backend"] == "local_filesystem"
+    path = conf["definitions.local.path"]
+    mount_point = str(Path(path).parent)
+    assert mounts(rabbitmq)[mount_point] == mounts(services["secrets"])[mount_point]  # what `secrets` writes
+    definitions = json.loads((secrets_dir / path.removeprefix("/secrets/")).read_text())
+
+    def password(name: str) -> str:
+        return (secrets_dir / name).read_text().strip()
+
+    assert definitions["vhosts"] == [{"name": "/"}]
+    users = {u["name"]: u for u in definitions["users"]}
+    assert set(users) == {"coworking", *(f"coworking-{name}" for name in APPS)}  # no guest
+    assert users["coworking"]["tags"] == ["administrator"]
+    assert matches_hash(password("infra/rabbitmq-password"), users["coworking"]["password_hash"])
+    permissions = {p["user"]: p for p in definitions["permissions"]}
+    topic = {(p["user"], p["exchange"]): (p["write"], p["read"]) for p in definitions["topic_permissions"]}
+    assert permissions["coworking"] == {
+        "user": "coworking",
+        "vhost": "/",
+        "configure": ".*",
+        "write": ".*",
+        "read": ".*",
+    }
+    for name in APPS:
+        user = f"coworking-{name}"
+        assert users[user]["tags"] == []
+        assert users[user]["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+        assert matches_hash(password(f"{name}/amqp-password"), users[user]["password_hash"])
+        expected = Topology().permissions(name)  # what the least-privilege test runs the services with
+        assert permissions[user] == {
+            "user": user,
+            "vhost": "/",
+            "configure": "^$",
+            "write": expected.write,
+            "read": expected.read,
+        }
+        assert {k[1]: v for k, v in topic.items() if k[0] == user} == expected.topic
+    assert "RABBITMQ_DEFAULT_PASS" not in (DEPLOY / "compose.yaml").read_text()
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/secrets/infra/postgres-password"
+
+
+def test_each_service_mounts_its_own_credentials_only(services: dict[str, Any]) -> None:
+    volume_of = mounts(services["secrets"])
+    for name, service in services.items():
+        volumes = set(mounts(service).values())
+        # the PostgreSQL superuser's and the RabbitMQ administrator's passwords: postgres and the setup only
+        assert (volume_of["/secrets/infra"] in volumes) == (name in {"secrets", "setup", "postgres"}), name
+        for app in APPS:
+            assert (volume_of[f"/secrets/{app}"] in volumes) == (name in {app, "secrets", "setup"}), (name, app)
+        assert (volume_of["/secrets/rabbitmq"] in volumes) == (name in {"secrets", "rabbitmq"}), name
 
 
 # --- secrets -----------------------------------------------------------------------------------------------------
@@ -265,10 +360,16 @@ def test_init_secrets_creates_working_keys(secrets_dir: Path) -> None:
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, name
     load_key((secrets_dir / "seal/seal.key").read_text())
     SigningKey.from_pem_file(secrets_dir / "signing/jwt-signing-key.pem")
-    for name in ("infra/postgres-password", "infra/rabbitmq-password"):  # they stand in URLs unescaped
+    for name in [n for n in SECRET_FILES if n.endswith("password")]:  # they stand in URLs unescaped
         assert re.fullmatch(r"[A-Za-z0-9_-]{32,}\n", (secrets_dir / name).read_text()), name
     password = (secrets_dir / "infra/postgres-password").read_text().strip()
     assert (secrets_dir / "infra/pgpass").read_text() == f"*:*:*:postgres:{password}\n"
+    for name in APPS:
+        password = (secrets_dir / f"{name}/db-password").read_text().strip()
+        assert (secrets_dir / f"{name}/pgpass").read_text() == f"*:*:*:coworking_{name}:{password}\n"
+    passwords = [(secrets_dir / name).read_text() for name in SECRET_FILES if "password" in name]
+    assert len(set(passwords)) == len(passwords)  # each its own
+    assert stat.S_IMODE((secrets_dir / DEFINITIONS).stat().st_mode) == 0o644  # hashes only; RabbitMQ's user reads it
 
 
 def test_init_secrets_never_replaces_a_secret(tmp_path: Path) -> None:
@@ -293,7 +394,7 @@ def test_no_secret_is_written_in_the_deploy_files(raw: dict[str, Any], services:
         for token in re.findall(r"[A-Za-z0-9_+=-]{24,}", value):
             looks_random = re.search(r"[0-9]", token) and re.search(r"[a-z]", token) and re.search(r"[A-Z]", token)
             assert not looks_random, f"{token!r} looks like a key"
-    assert len(url_passwords) == len(APPS)  # the AMQP_URL of each service, read from the secrets volume
+    assert len(url_passwords) == len(APPS) + 1  # the AMQP_URL of each service and of the setup, from the secrets
     for name, service in services.items():
         for var in service.get("environment", {}):
             if re.search(r"PASS|SECRET|TOKEN|_KEY$", var):
