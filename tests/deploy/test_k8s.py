@@ -2,7 +2,9 @@
 1.30 and the newest version kubernetes-validate knows; each service has a Deployment that starts the right service,
 probes /readyz and /healthz on its port, asks for resources and is reached through a Service and scaled by an
 autoscaler; secrets are referenced by name only, each documented in deploy/k8s/README.md; the RabbitMQ and
-CloudNativePG resources have what the services count on.
+CloudNativePG resources have what the services count on; each service connects as its own database role and its own
+broker user, with exactly the permissions tests/integration/test_least_privilege.py proves on a real broker, and two
+Jobs set up the databases and the broker topology with the administrators.
 
 No kustomize, kubectl or network needed: the overlays are rendered here the way kustomize renders the features they
 use (resources, JSON 6902 patches with explicit targets, images), and anything else in a kustomization fails the
@@ -33,7 +35,8 @@ from services.accounts.settings import AccountsSettings
 from services.customers.settings import CustomersSettings
 from services.notifications.settings import NotificationsSettings
 from services.visitors.settings import VisitorsSettings
-from shared.settings import ServiceSettings
+from shared.settings import CommonSettings, ServiceSettings
+from shared.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -59,22 +62,30 @@ USER_SECRETS = {
     "coworking-seal-key": {"seal.key"},
     "coworking-smtp": {"username", "password"},
     "coworking-database-urls": set(APPS),
+    **{f"coworking-db-{name}": {"password"} for name in APPS},  # each service's own database role
 }
 # Secrets the operators create, by the name of their resource, with the keys they hold: the RabbitMQ Cluster
 # Operator's default user (internal/resource/default_user_secret.go) and CloudNativePG's application user
 # (pkg/specs/secrets.go)
 RABBITMQ_USER_KEYS = {"username", "password", "host", "port", "provider", "type", "default_user.conf"}
 CNPG_APP_KEYS = {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri", "jdbc-uri", "fqdn-uri"}
+# the Messaging Topology Operator's generated credentials of a User, `<user>-user-credentials`
+TOPOLOGY_USER_KEYS = {"username", "password"}
 
 # Custom resources: apiVersion and kind, and the spec fields of their CRDs these manifests may use
 RABBITMQ = ("rabbitmq.com/v1beta1", "RabbitmqCluster")
 CNPG = ("postgresql.cnpg.io/v1", "Cluster")
+RABBITMQ_USER = ("rabbitmq.com/v1beta1", "User")
+RABBITMQ_PERMISSION = ("rabbitmq.com/v1beta1", "Permission")
+RABBITMQ_TOPIC_PERMISSION = ("rabbitmq.com/v1beta1", "TopicPermission")
+CUSTOM = {RABBITMQ, CNPG, RABBITMQ_USER, RABBITMQ_PERMISSION, RABBITMQ_TOPIC_PERMISSION}
 CRD_SPEC_FIELDS = {
     RABBITMQ: {"replicas", "image", "resources", "persistence", "affinity", "tolerations", "rabbitmq", "service"},
     CNPG: {
         "instances",
         "imageName",
         "primaryUpdateStrategy",
+        "enableSuperuserAccess",
         "storage",
         "resources",
         "postgresql",
@@ -82,6 +93,10 @@ CRD_SPEC_FIELDS = {
         "bootstrap",
         "monitoring",
     },
+    # the Messaging Topology Operator's CRDs (api/v1beta1: user_types.go, permission_types.go, topicpermission_types.go)
+    RABBITMQ_USER: {"rabbitmqClusterReference", "tags", "importCredentialsSecret"},
+    RABBITMQ_PERMISSION: {"vhost", "user", "userReference", "permissions", "rabbitmqClusterReference"},
+    RABBITMQ_TOPIC_PERMISSION: {"vhost", "user", "userReference", "permissions", "rabbitmqClusterReference"},
 }
 
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "patches", "images"}
@@ -271,9 +286,16 @@ def fake_secret(name: str, key: str) -> str:
         return f"postgresql://{key}:pw-{key}@db.managed.example:5432/coworking_{key}?sslmode=require"
     if name.endswith("-default-user"):
         return {"username": "default_user_Zm9vYmFy", "password": "cGFzc3dvcmQ-x_1"}[key]
-    if name.endswith("-app"):
-        return {"username": "coworking", "password": "generated-password"}[key]
+    if name.endswith("-user-credentials"):
+        return {"username": f"user-of-{name}", "password": f"pw-of-{name}"}[key]
+    if name.endswith(("-app", "-superuser")):
+        return {"username": name.rsplit("-", 1)[1], "password": "generated-password"}[key]
     return f"<{name}/{key}>"
+
+
+def workloads(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployments and Jobs, by name: what runs the image."""
+    return {**of_kind(resources, "Deployment"), **of_kind(resources, "Job")}
 
 
 def environment(deployment: dict[str, Any], resources: list[dict[str, Any]]) -> dict[str, str]:
@@ -302,7 +324,7 @@ def environment(deployment: dict[str, Any], resources: list[dict[str, Any]]) -> 
 def secret_references(resources: list[dict[str, Any]]) -> set[tuple[str, str]]:
     """(secret, key) pairs read by the pods: secretKeyRef and secret volumes (envFrom of a Secret is refused)."""
     refs = set()
-    for deployment in of_kind(resources, "Deployment").values():
+    for deployment in workloads(resources).values():
         pod = deployment["spec"]["template"]["spec"]
         for container in pod["containers"]:
             assert all("secretRef" not in source for source in container.get("envFrom", []))
@@ -311,10 +333,13 @@ def secret_references(resources: list[dict[str, Any]]) -> set[tuple[str, str]]:
                     ref = var["valueFrom"]["secretKeyRef"]
                     refs.add((ref["name"], ref["key"]))
         for volume in pod.get("volumes", []):
-            if "secret" in volume:
-                items = volume["secret"].get("items")
+            secrets = [volume["secret"]] if "secret" in volume else []
+            secrets += [s["secret"] for s in volume.get("projected", {}).get("sources", []) if "secret" in s]
+            for secret in secrets:
+                items = secret.get("items")
                 assert items, f"secret volume {volume['name']} mounts every key: list them"
-                refs |= {(volume["secret"]["secretName"], item["key"]) for item in items}
+                name = secret.get("secretName", secret.get("name"))
+                refs |= {(name, item["key"]) for item in items}
     return refs
 
 
@@ -339,13 +364,18 @@ def dockerfile_uid() -> int:
 
 
 def readme_secret_commands() -> dict[str, set[str]]:
-    """Secret name → the keys its `kubectl create secret generic` command in README.md puts in it."""
+    """Secret name → the keys its `kubectl create secret generic` command in README.md puts in it (a shell
+    ``for s in a b; do ... done`` loop is expanded)."""
     text = README.read_text().replace("\\\n", " ")
+    text = re.sub(r"\n  (?=\S)", " ", text)  # a loop's body continues on indented lines
     commands = {}
     for line in text.splitlines():
-        match = re.search(r"kubectl (?:-n \S+ )?create secret generic (\S+)(.*)", line)
-        if match:
-            commands[match.group(1)] = set(re.findall(r"--from-file=([^=\s]+)=\S+", match.group(2)))
+        loop = re.match(r"for (\w+) in ([\w ]+); do (.*); done$", line)
+        lines = [loop.group(3).replace(f"${loop.group(1)}", v) for v in loop.group(2).split()] if loop else [line]
+        for one_line in lines:
+            match = re.search(r"kubectl (?:-n \S+ )?create secret generic (\S+)(.*)", one_line)
+            if match:
+                commands[match.group(1)] = set(re.findall(r"--from-file=([^=\s]+)=\S+", match.group(2)))
     return commands
 
 
@@ -402,7 +432,7 @@ def test_built_in_resources_match_the_kubernetes_schemas(
         try:
             kubernetes_validate.validate(resource, version, strict=True)
         except SchemaNotFoundError:
-            assert (resource["apiVersion"], resource["kind"]) in {RABBITMQ, CNPG}, f"no schema: {resource_id(resource)}"
+            assert (resource["apiVersion"], resource["kind"]) in CUSTOM, f"no schema: {resource_id(resource)}"
         except kubernetes_validate.ValidationError as exc:
             where = ".".join(str(p) for p in exc.path)
             pytest.fail(f"{resource_id(resource)} at {where}: {exc.message}")
@@ -542,7 +572,7 @@ def test_service_settings_from_the_environment(
     amqp = URL(common.amqp_url)
     (rabbitmq,) = of_kind(resources, RABBITMQ[1], RABBITMQ[0])
     assert (amqp.scheme, amqp.host, amqp.port, amqp.path) == ("amqp", rabbitmq, 5672, "/")
-    user_secret = f"{amqp.host}-default-user"
+    user_secret = f"coworking-{name}-user-credentials"  # its own user (rabbitmq-users.yaml), not the administrator
     assert (amqp.user, amqp.password) == (fake_secret(user_secret, "username"), fake_secret(user_secret, "password"))
 
     db = URL(settings.database_url)
@@ -551,8 +581,8 @@ def test_service_settings_from_the_environment(
     if WITH_CNPG[overlay]:
         (cluster,) = of_kind(resources, CNPG[1], CNPG[0])
         assert (db.host, db.port, db.user, db.password) == (f"{cluster}-rw", 5432, None, None)
-        assert env["PGUSER"] == fake_secret(f"{cluster}-app", "username")  # asyncpg reads them when the URL has none
-        assert env["PGPASSWORD"] == fake_secret(f"{cluster}-app", "password")
+        assert env["PGUSER"] == f"coworking_{name}"  # its own role; asyncpg reads them when the URL has none
+        assert env["PGPASSWORD"] == fake_secret(f"coworking-db-{name}", "password")
     else:
         assert settings.database_url == fake_secret("coworking-database-urls", name)
         assert "PGUSER" not in env
@@ -579,7 +609,7 @@ def test_no_secret_is_written_in_the_manifests(rendered: dict[str, list[dict[str
             assert not looks_random, f"{token!r} looks like a key"
     for configmap in of_kind(resources, "ConfigMap").values():
         assert not [key for key in configmap["data"] if SECRET_LOOKING_VAR.search(key)]
-    for deployment in of_kind(resources, "Deployment").values():
+    for deployment in workloads(resources).values():
         for var in container_of(deployment).get("env", []):
             if SECRET_LOOKING_VAR.search(var["name"]):
                 assert "secretKeyRef" in var.get("valueFrom", {}), f"{var['name']} is not read from a Secret"
@@ -592,8 +622,20 @@ def test_no_secret_is_written_in_the_manifests(rendered: dict[str, list[dict[str
 def test_every_secret_read_is_documented_and_made(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     resources = rendered[overlay]
     readme, commands = README.read_text(), readme_secret_commands()
+    # `<service>` (and a loop's `$s`) in the README stand for each service
+    readme += "".join(readme.replace("<service>", name).replace("$s", name) for name in APPS)
     made_by_operators = {f"{name}-default-user": RABBITMQ_USER_KEYS for name in of_kind(resources, RABBITMQ[1])}
     made_by_operators |= {f"{name}-app": CNPG_APP_KEYS for name in of_kind(resources, CNPG[1], CNPG[0])}
+    made_by_operators |= {
+        f"{name}-superuser": CNPG_APP_KEYS
+        for name, cluster in of_kind(resources, CNPG[1], CNPG[0]).items()
+        if cluster["spec"].get("enableSuperuserAccess")
+    }
+    made_by_operators |= {
+        f"{name}-user-credentials": TOPOLOGY_USER_KEYS
+        for name, user in of_kind(resources, RABBITMQ_USER[1], RABBITMQ_USER[0]).items()
+        if "importCredentialsSecret" not in user["spec"]
+    }
     for secret, key in secret_references(resources):
         assert re.search(rf"(?<![\w-]){secret}(?![\w-])", readme), f"{secret} is not documented in {README}"
         if secret in made_by_operators:
@@ -671,29 +713,128 @@ def test_rabbitmq_cluster(rendered: dict[str, list[dict[str, Any]]], overlay: st
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_postgres_cluster_creates_the_four_databases(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+def test_postgres_cluster_and_a_role_owning_each_database(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
     resources = rendered[overlay]
     clusters = of_kind(resources, CNPG[1], CNPG[0])
     if not WITH_CNPG[overlay]:
         assert not clusters
-        assert not [s for s, _ in secret_references(resources) if s.endswith("-app")]
+        assert "setup-databases" not in of_kind(resources, "Job")
+        assert not [s for s, _ in secret_references(resources) if s.startswith("coworking-db")]
         return
     assert len(clusters) == 1
-    (cluster,) = clusters.values()
+    ((name, cluster),) = clusters.items()
     spec = cluster["spec"]
     assert set(spec) <= CRD_SPEC_FIELDS[CNPG]
     assert spec["instances"] == (1 if overlay == "dev" else 3)
     assert spec["imageName"].startswith("ghcr.io/cloudnative-pg/postgresql:16")
     assert quantity(spec["storage"]["size"]) >= 2**30
     validate_embedded(spec)
-    initdb = spec["bootstrap"]["initdb"]
-    owner = initdb["owner"]
-    created = {initdb["database"]}
-    for statement in initdb["postInitApplicationSQL"]:
-        match = re.fullmatch(r"CREATE DATABASE (\w+) OWNER (\w+)", statement)
-        assert match and match.group(2) == owner, statement
-        created.add(match.group(1))
-    assert created == {f"coworking_{name}" for name in APPS}
+    assert spec["enableSuperuserAccess"] is True  # the Secret <cluster>-superuser, for the setup Job only
+
+    # the Job: `python -m services setup-databases` as the superuser, each service's role with its own password
+    job = one(resources, "Job", "setup-databases")
+    container, env = container_of(job), environment(job, resources)
+    args = container["args"]
+    assert args[:4] == ["services", "setup-databases", "--admin-url", f"postgresql://{name}-rw:5432/postgres"]
+    assert (env["PGUSER"], env["PGPASSWORD"]) == (
+        fake_secret(f"{name}-superuser", "username"),
+        fake_secret(f"{name}-superuser", "password"),
+    )
+    assert "--prefix" not in args  # coworking_<service>, the names the Deployments use
+    assert args[4::3] == ["--password-file"] * len(APPS)
+    files = dict(zip(args[5::3], args[6::3], strict=True))
+    assert set(files) == set(APPS)
+    pod = job["spec"]["template"]["spec"]
+    (mount,) = container["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    mounted = {
+        f"{mount['mountPath']}/{item['path']}": (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    for service, path in files.items():
+        assert mounted[path] == (f"coworking-db-{service}", "password")  # the Secret its Deployment reads
+        deployment_env = environment(one(resources, "Deployment", service), resources)
+        assert deployment_env["PGUSER"] == f"coworking_{service}"
+        assert deployment_env["PGPASSWORD"] == fake_secret(f"coworking-db-{service}", "password")
+    # only the Job reads the superuser's Secret
+    readers = {
+        w for w, d in workloads(resources).items() if any(f"{name}-superuser" == s for s, _ in secret_references([d]))
+    }
+    assert readers == {"setup-databases"}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_its_own_broker_user_with_least_privilege(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    resources = rendered[overlay]
+    (rabbitmq,) = of_kind(resources, RABBITMQ[1], RABBITMQ[0])
+    users = of_kind(resources, RABBITMQ_USER[1], RABBITMQ_USER[0])
+    permissions = of_kind(resources, RABBITMQ_PERMISSION[1], RABBITMQ_PERMISSION[0])
+    topic_permissions = of_kind(resources, RABBITMQ_TOPIC_PERMISSION[1], RABBITMQ_TOPIC_PERMISSION[0])
+    assert set(users) == {f"coworking-{name}" for name in APPS}
+    for resource in [*users.values(), *permissions.values(), *topic_permissions.values()]:
+        assert set(resource["spec"]) <= CRD_SPEC_FIELDS[(resource["apiVersion"], resource["kind"])]
+        assert resource["spec"]["rabbitmqClusterReference"] == {"name": rabbitmq}
+    for name in APPS:
+        user = f"coworking-{name}"
+        assert users[user]["spec"].get("tags", []) == []  # no management, no administrator
+        expected = Topology().permissions(name)  # what test_least_privilege.py proves on a real broker
+        granted = [p["spec"] for p in permissions.values() if p["spec"]["userReference"] == {"name": user}]
+        assert granted == [
+            {
+                "vhost": "/",
+                "userReference": {"name": user},
+                "permissions": {"configure": expected.configure, "write": expected.write, "read": expected.read},
+                "rabbitmqClusterReference": {"name": rabbitmq},
+            }
+        ]
+        topics = [p["spec"] for p in topic_permissions.values() if p["spec"]["userReference"] == {"name": user}]
+        assert {
+            t["permissions"]["exchange"]: (t["permissions"]["write"], t["permissions"]["read"]) for t in topics
+        } == (expected.topic)
+        assert all(t["vhost"] == "/" for t in topics)
+        # the Deployment connects as this user, and reads no other broker credentials
+        refs = {s for s, _ in secret_references([one(resources, "Deployment", name)])}
+        assert f"{user}-user-credentials" in refs
+        assert not {s for s in refs if s.endswith(("-user-credentials", "-default-user"))} - {
+            f"{user}-user-credentials"
+        }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_setup_broker_job_declares_the_topology_as_the_administrator(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resources = rendered[overlay]
+    (rabbitmq,) = of_kind(resources, RABBITMQ[1], RABBITMQ[0])
+    job = one(resources, "Job", "setup-broker")
+    container = container_of(job)
+    assert container["args"] == ["services", "setup-broker"]
+    assert split_image(container["image"])[0].rsplit("/", 1)[-1] == IMAGE
+    env = environment(job, resources)
+    for var in list(os.environ):
+        monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    amqp = URL(CommonSettings().amqp_url)
+    admin = f"{rabbitmq}-default-user"
+    assert (amqp.host, amqp.user, amqp.password) == (
+        rabbitmq,
+        fake_secret(admin, "username"),
+        fake_secret(admin, "password"),
+    )
+    # only this Job reads the administrator's Secret
+    readers = {w for w, d in workloads(resources).items() if admin in {s for s, _ in secret_references([d])}}
+    assert readers == {"setup-broker"}
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "OnFailure"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 @pytest.mark.parametrize("overlay", ["production", "dev"])
@@ -713,7 +854,7 @@ def test_external_db_is_production_without_the_cluster(rendered: dict[str, list[
     def without_database(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for resource in copy.deepcopy(resources):
-            if (resource["apiVersion"], resource["kind"]) == CNPG:
+            if (resource["apiVersion"], resource["kind"]) == CNPG or resource["metadata"]["name"] == "setup-databases":
                 continue
             if resource["kind"] == "Deployment":
                 container = container_of(resource)
