@@ -191,6 +191,9 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
 
 async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, int]:
     """The handler's response, or the problem document for what it raised."""
+    if len(request.raw_path) > MAX_URL_BYTES:
+        detail = f"The request target is longer than {MAX_URL_BYTES} bytes"
+        return Problem(414, "URI too long", detail).response(request.path), 414
     try:
         response = await handler(request)
         return response, response.status
@@ -211,6 +214,11 @@ async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamRes
         problem = Problem(500, "Internal server error", "The error was logged with the request id")
         return problem.response(request.path), 500
 
+
+MAX_URL_BYTES = 8190
+"""Longest request target answered (414 problem above). The HTTP parser itself accepts up to PARSER_MAX_LINE, so
+that a long URL gets this documented answer rather than the parser's plain-text 400."""
+PARSER_MAX_LINE = 65536
 
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 access_log = logging.getLogger("coworking.access")

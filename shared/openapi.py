@@ -45,6 +45,7 @@ ERROR_TEXT = {
     409: "Conflicts with the current state",
     412: "Stale If-Match version",
     413: "Body too large",
+    414: "Request target (URL) too long",
     415: "Body is not JSON",
     422: "Invalid fields (each named in `errors`)",
     428: "If-Match required",
@@ -139,7 +140,7 @@ def build(app: web.Application, *, title: str, version: str, description: str) -
         if doc.get("response") is not None:
             success["content"] = {"application/json": {"schema": _schema(doc["response"], components, "serialization")}}
         responses: dict[str, Any] = {status: success}
-        codes = set(doc.get("errors", ()))
+        codes = set(doc.get("errors", ())) | {414}
         if pol is not None and not pol.open:
             op["security"] = [{"bearer": []}]
             codes |= {401, 403}

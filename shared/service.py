@@ -21,7 +21,7 @@ from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, Toke
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
 from shared.db import create_pool, migrate
-from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, json_response, request_context_middleware
+from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, PARSER_MAX_LINE, json_response, request_context_middleware
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topology import Topology
@@ -69,7 +69,9 @@ def create_service_app(
     common = settings.common
     tracing.configure(name, common.otel_exporter_otlp_endpoint)
     app = web.Application(
-        middlewares=[request_context_middleware, make_auth_middleware()], client_max_size=MAX_BODY_BYTES
+        middlewares=[request_context_middleware, make_auth_middleware()],
+        client_max_size=MAX_BODY_BYTES,
+        handler_args={"max_line_size": PARSER_MAX_LINE},
     )
     app[MAX_BODY_KEY] = MAX_BODY_BYTES
     topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))

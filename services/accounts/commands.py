@@ -158,7 +158,7 @@ COMMANDS["resend-welcome"] = (
 )
 
 
-SCOPES = ("customers:read", "customers:write", "deliveries:read")
+SCOPES = ("customers:read", "customers:write", "credits:read", "credits:write", "deliveries:read")
 
 
 def configure_create_service_client(p: argparse.ArgumentParser) -> None:

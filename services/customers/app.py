@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from services.customers import plans, privacy
+from services.customers import entitlements, plans, privacy, teams
 from services.customers.handlers import HANDLERS
 from services.customers.routes import CLOCK, SERVICE, TIMEZONE, routes
 from services.customers.scheduler import Scheduler
@@ -53,4 +53,6 @@ def create_app(
     app.router.add_routes(routes)
     app.router.add_routes(plans.routes)
     app.router.add_routes(privacy.routes)
+    app.router.add_routes(teams.routes)
+    app.router.add_routes(entitlements.routes)
     return app

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.customers import domain
+from services.customers import access, credit, domain
 from shared.events import (
     ContractEndedV1,
     ContractStartedV1,
@@ -95,6 +95,8 @@ async def advance(
     """Process every contract transition due on ``today`` for a locked customer (start, end, both after
     downtime), then derive the kind and announce a change of it. Returns the customer row afterwards."""
     customer_id = customer["id"]
+    # credit first: a contract that ended while the service was down still gets the periods it ran
+    await credit.grant_plan_periods(conn, customer_id, today, correlation_id)
     contracts = await conn.fetch(
         """SELECT * FROM contracts WHERE customer_id = $1 AND state IN ('scheduled', 'active')
            ORDER BY starts_on, created_at FOR UPDATE""",
@@ -180,6 +182,7 @@ async def advance(
         )
     await emit_customer_event(conn, customer, message, correlation_id, causation_id)
     await record(conn, customer_id, f"became_{kind}", actor, {"contract_id": cause}, correlation_id)
+    await access.refresh_around(conn, customer_id, correlation_id, causation_id)
     return customer
 
 
@@ -221,4 +224,5 @@ async def lift_suspension(
         causation_id,
     )
     await record(conn, customer_id, "reactivated", actor, {"suspension_id": suspension_id}, correlation_id)
+    await access.refresh_around(conn, customer_id, correlation_id, causation_id)
     return row

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from services.customers import lifecycle, store
+from services.customers import access, lifecycle, store, teams
 from services.customers.models import Customer
 from services.customers.routes import CLOCK, _customer, actor_of
 from shared.auth import OPERATOR, policy
@@ -143,4 +143,8 @@ async def erase_customer(request: web.Request) -> web.Response:
             request[REQUEST_ID],
         )
         await lifecycle.record(conn, customer_id, "erased", actor_of(request), {}, request[REQUEST_ID])
+        # out of every team (a paying member no more), and no access: door systems learn it
+        mates = await access.teammates(conn, customer_id)
+        await teams.leave_all_teams(conn, customer_id, now, request[REQUEST_ID])
+        await access.refresh(conn, [customer_id, *mates], request[REQUEST_ID], request[REQUEST_ID])
     return json_response({"customer_id": str(customer_id), "erased_at": now.isoformat()}, status=202)

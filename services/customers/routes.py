@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from aiohttp import web
 
-from services.customers import lifecycle, store
+from services.customers import access, lifecycle, store
 from services.customers.lifecycle import Actor
 from services.customers.models import (
     Customer,
@@ -176,6 +176,7 @@ async def list_customers(request: web.Request) -> web.Response:
         kind=q.kind,
         standing=q.standing,
         has_user_account=q.has_user_account,
+        team_id=q.team_id,
         created_after=q.created_after,
         created_before=q.created_before,
         sort=q.sort,
@@ -406,6 +407,7 @@ async def suspend(request: web.Request) -> web.Response:
             {"suspension_id": suspension_id, "category": body.category, "reason": body.reason, "until": body.until},
             request[REQUEST_ID],
         )
+        await access.refresh_around(conn, customer_id, request[REQUEST_ID], request[REQUEST_ID])
     return json_response(
         {"suspension_id": str(suspension_id), "customer": _customer(row)},
         status=201,

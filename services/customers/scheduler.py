@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from services.customers import lifecycle
+from services.customers import credit, lifecycle
 from shared.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,17 @@ class Scheduler:
             today,
             self.batch_size,
         )
+        due_grants = await self.pool.fetch(credit.DUE_GRANTS_SQL, today, self.batch_size)
+        due_customers = list(dict.fromkeys(r["customer_id"] for r in [*due_contracts, *due_grants]))
         due_suspensions = await self.pool.fetch(
             "SELECT customer_id FROM suspensions WHERE lifted_at IS NULL AND until <= $1 LIMIT $2",
             now,
             self.batch_size,
         )
         done = 0
-        for r in due_contracts:
+        for customer_id in due_customers:
             async with self.pool.acquire() as conn, conn.transaction():
-                customer = await lifecycle.lock_customer(conn, r["customer_id"], skip_locked=True)
+                customer = await lifecycle.lock_customer(conn, customer_id, skip_locked=True)
                 if customer is None:
                     continue  # another replica or a request holds it; still due at the next tick if not handled
                 await lifecycle.advance(conn, customer, today, lifecycle.Actor.system(), correlation_id)

@@ -88,6 +88,7 @@ async def search_customers(
     kind: str | None = None,
     standing: str | None = None,
     has_user_account: bool | None = None,
+    team_id: uuid.UUID | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     sort: str = "created_at",
@@ -115,6 +116,10 @@ async def search_customers(
         where.append(f"standing = {arg(standing)}")
     if has_user_account is not None:
         where.append("portal_access <> 'none'" if has_user_account else "portal_access = 'none'")
+    if team_id is not None:
+        where.append(
+            f"id IN (SELECT customer_id FROM team_memberships WHERE team_id = {arg(team_id)} AND left_at IS NULL)"
+        )
     if created_after is not None:
         where.append(f"created_at >= {arg(created_after)}")
     if created_before is not None:

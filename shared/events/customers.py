@@ -152,3 +152,158 @@ class CustomerErasedV1(Message):
 
     customer_id: uuid.UUID = Field(description="The erased customer's id (the only identifier left)")
     erased_at: datetime = Field(description="When the erasure was decided")
+
+
+TeamRole = Literal["member", "admin"]
+CreditKind = Literal["booking", "printing"]
+
+
+class TeamSettings(Message):
+    name: str = Field(description="The team's name (unique among teams)")
+    description: str = Field(description="What the team is (usually an organisation)")
+    paying_member_id: uuid.UUID | None = Field(None, description="The member whose credit the team draws on first")
+    max_size: int | None = Field(None, description="Most members the team may have; none for no limit")
+    share_booking_credit: bool = Field(description="Members draw on each other's booking credit")
+    share_printing_credit: bool = Field(description="Members draw on each other's printing credit")
+    share_access: bool = Field(description="Members have space access while the team has an active member")
+
+
+@register
+class TeamCreatedV1(TeamSettings):
+    """An operator created a team. The envelope's ``subject`` is the team and ``sequence`` its version (every
+    ``customers.team.*`` event), so a consumer applies only newer ones."""
+
+    EVENT_TYPE = "customers.team.created"
+    EVENT_VERSION = 1
+
+    team_id: uuid.UUID = Field(description="The team's id")
+
+
+@register
+class TeamUpdatedV1(TeamSettings):
+    """An operator changed a team's settings; carries the settings after the change and what changed."""
+
+    EVENT_TYPE = "customers.team.updated"
+    EVENT_VERSION = 1
+
+    team_id: uuid.UUID = Field(description="The team's id")
+    changes: dict[str, FieldChange] = Field(description="Changed settings with their old and new values")
+
+
+@register
+class TeamDeletedV1(Message):
+    """An operator deleted a team: every membership ended with it (no member_removed event for each)."""
+
+    EVENT_TYPE = "customers.team.deleted"
+    EVENT_VERSION = 1
+
+    team_id: uuid.UUID = Field(description="The team's id")
+    former_member_ids: list[uuid.UUID] = Field(description="Who was in the team when it was deleted")
+
+
+@register
+class TeamMemberAddedV1(Message):
+    """A customer joined a team (added by an operator or a team administrator)."""
+
+    EVENT_TYPE = "customers.team.member_added"
+    EVENT_VERSION = 1
+
+    team_id: uuid.UUID = Field(description="The team's id")
+    customer_id: uuid.UUID = Field(description="The customer who joined")
+    role: TeamRole = Field(description="member, or admin (manages the team's roster)")
+    joined_at: datetime = Field(description="When the membership began")
+
+
+@register
+class TeamMemberUpdatedV1(Message):
+    """A member's role in the team changed."""
+
+    EVENT_TYPE = "customers.team.member_updated"
+    EVENT_VERSION = 1
+
+    team_id: uuid.UUID = Field(description="The team's id")
+    customer_id: uuid.UUID = Field(description="The member")
+    role: TeamRole = Field(description="The role after the change")
+
+
+@register
+class TeamMemberRemovedV1(Message):
+    """A customer left a team (removed by an operator or a team administrator, or erased)."""
+
+    EVENT_TYPE = "customers.team.member_removed"
+    EVENT_VERSION = 1
+
+    team_id: uuid.UUID = Field(description="The team's id")
+    customer_id: uuid.UUID = Field(description="The customer who left")
+    left_at: datetime = Field(description="When the membership ended")
+
+
+@register
+class CreditGrantedV1(Message):
+    """Credit was added to a customer's ledger: their plan's allowance for a billing period, or an operator's
+    grant. ``subject`` is the customer; ``sequence`` the ledger entry id (increasing)."""
+
+    EVENT_TYPE = "customers.credit.granted"
+    EVENT_VERSION = 1
+
+    entry_id: int = Field(description="The ledger entry")
+    customer_id: uuid.UUID = Field(description="Whose ledger")
+    kind: CreditKind = Field(description="booking or printing credit")
+    amount: int = Field(description="Credit added (positive)")
+    reason: Literal["plan", "operator"] = Field(description="plan: a period's allowance; operator: granted by hand")
+    reference: str | None = Field(None, description="The grant's reference (for plan grants: the contract period)")
+    contract_id: uuid.UUID | None = Field(None, description="Plan grants: the contract")
+    period_start: date | None = Field(None, description="Plan grants: the first day of the billing period")
+    balance_after: int = Field(description="The customer's own balance of this kind after the grant")
+
+
+class CreditDraw(Message):
+    customer_id: uuid.UUID = Field(description="Whose balance paid")
+    team_id: uuid.UUID | None = Field(None, description="The sharing team that let the consumer draw on it")
+    amount: int = Field(description="How much this balance paid")
+
+
+@register
+class CreditConsumedV1(Message):
+    """A customer consumed credit; ``paid_by`` says which balances paid (their own first, then shared team
+    credit). ``subject`` is the consuming customer."""
+
+    EVENT_TYPE = "customers.credit.consumed"
+    EVENT_VERSION = 1
+
+    consumption_id: uuid.UUID = Field(description="The consumption")
+    customer_id: uuid.UUID = Field(description="Who consumed")
+    kind: CreditKind = Field(description="booking or printing credit")
+    amount: int = Field(description="Credit consumed (positive)")
+    reference: str = Field(description="The caller's reference (a booking, a print job)")
+    paid_by: list[CreditDraw] = Field(description="The balances drawn on, in order")
+
+
+AccessRule = Literal["member", "team", "suspended", "erased", "no_membership"]
+
+
+@register
+class AccessGrantedV1(Message):
+    """The customer's effective space access began (door systems: let them in). ``subject`` is the customer and
+    ``sequence`` increases with each access change of that customer."""
+
+    EVENT_TYPE = "customers.access.granted"
+    EVENT_VERSION = 1
+
+    customer_id: uuid.UUID = Field(description="Who has access now")
+    rule: Literal["member", "team"] = Field(description="member: an active contract; team: a team sharing access")
+    team_id: uuid.UUID | None = Field(None, description="rule team: the team whose active member grants it")
+
+
+@register
+class AccessRevokedV1(Message):
+    """The customer's effective space access ended (door systems: stop letting them in)."""
+
+    EVENT_TYPE = "customers.access.revoked"
+    EVENT_VERSION = 1
+
+    customer_id: uuid.UUID = Field(description="Who lost access")
+    rule: Literal["suspended", "erased", "no_membership"] = Field(
+        description="Why: suspended; erased; no_membership (no active contract and no team sharing access with an "
+        "active member)"
+    )

@@ -6,7 +6,11 @@ Principals: anonymous (401); an operator (allowed); a service client with the op
 one holding every other scope (403); a member and a contact on their own resources (allowed when their role is in
 `x-roles`, else 403) and on another customer's (404: ownership hides existence); a suspended contact (403
 `customer-suspended` where the operation is refused while suspended, allowed otherwise). "Allowed" means neither
-401 nor 403: the handler may still answer 2xx/404/409/422. Team admins are left out: teams do not exist yet.
+401 nor 403: the handler may still answer 2xx/404/409/422.
+
+Teams (`/v1/teams/{id}...`): each customer above administers a team of their own (their "own" resource); another
+customer's team is 403, not 404 (teams are not personal data whose existence ownership hides); and a plain member
+of a team (not its administrator) may read it (GET) and is refused everything else (403).
 
 Everything runs against one in-process system; the mismatches are collected and reported as one table.
 """
@@ -170,6 +174,15 @@ def cases_for(
         if has_id:
             out.append(case(f"{role} (another customer's)", "404", tokens[role], people["another"]))
     suspended = people["suspended"]
+    team_route = path.startswith("/v1/teams/{id}")
+    if team_route:
+        out = [
+            case(c.principal, "403", c.token, c.owner) if c.principal.endswith("(another customer's)") else c
+            for c in out
+        ]
+        if roles & {"member", "contact"}:
+            expected = ALLOWED if method == "GET" else "403"
+            out.append(case("team member (not admin)", expected, tokens["teammate"], people["member"]))
     if "contact" not in roles:
         out.append(case("suspended contact", "403", tokens["suspended"], suspended))
     else:
@@ -244,6 +257,25 @@ async def test_every_secured_route_answers_each_principal_as_documented(
             )
         shared = {"plans": str(plan["id"])}
 
+        # every customer administers a team of their own; the teammate is a plain member of the member's team
+        teammate = await make_customer(world, "Tim")
+        teammate_account = await account_of(world, teammate)
+        for who, person in people.items():
+            team = await world.ok("customers", "POST", "/v1/teams", json={"name": f"Team {who} {uuid.uuid4().hex[:6]}"})
+            await world.ok(
+                "customers",
+                "POST",
+                f"/v1/teams/{team['id']}/members",
+                json={"customer_id": str(person.id), "role": "admin"},
+            )
+            person.resources["teams"] = team["id"]
+        await world.ok(
+            "customers",
+            "POST",
+            f"/v1/teams/{people['member'].resources['teams']}/members",
+            json={"customer_id": str(teammate), "role": "member"},
+        )
+
         sam = ids["suspended"]
         await world.ok(
             "customers", "POST", f"/v1/customers/{sam}/suspension", json={"reason": "matrix", "category": "manual"}
@@ -259,6 +291,7 @@ async def test_every_secured_route_answers_each_principal_as_documented(
             "contact": token(keys, "contact", customer_id=ids["contact"], account_id=people["contact"].account_id),
             # issued before the suspension: still says active; each service's own standing must win
             "suspended": token(keys, "contact", customer_id=sam, account_id=people["suspended"].account_id),
+            "teammate": token(keys, "contact", customer_id=teammate, account_id=teammate_account),
         }
 
         # the matrix, from the live documents

@@ -81,6 +81,8 @@ async def test_malformed_json_non_object_wrong_media_type_and_oversized_bodies_a
     huge = await customers.post("/v1/customers", json={"full_name": "A" * 100_000, "email": "big@example.com"})
     assert (huge.status, huge.content_type) == (413, "application/problem+json")
     assert await customer_rows(customers.system) == 0
+    long_url = await customers.get("/v1/customers", params={"q": "x" * 9000})
+    assert (long_url.status, long_url.content_type) == (414, "application/problem+json")
 
 
 async def test_duplicate_email_in_any_case_is_409_and_only_the_first_customer_exists(customers):
