@@ -192,8 +192,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
 async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, int]:
     """The handler's response, or the problem document for what it raised."""
     if len(request.raw_path) > MAX_URL_BYTES:
-        detail = f"The request target is longer than {MAX_URL_BYTES} bytes"
-        return Problem(414, "URI too long", detail).response(request.path), 414
+        too_long = f"The request target is longer than {MAX_URL_BYTES} bytes"
+        return Problem(414, "URI too long", too_long).response(request.path), 414
     try:
         response = await handler(request)
         return response, response.status
