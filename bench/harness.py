@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from bench import load
+from bench import load, plot, profile
 from bench.system import ROOT, SERVICES, Sampler, System, describe_machine, machine_line
 
 RESULTS = ROOT / "bench" / "results"
-CPU_GROUPS = (*SERVICES, "postgres", "rabbitmq", "bench", "other", "machine")
+CPU_GROUPS = (*SERVICES, "ceiling", "postgres", "rabbitmq", "bench", "other", "machine")
 
 
 def git_state() -> dict[str, Any]:
@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop clients (default 32)")
     p.add_argument("--drain", type=float, default=30.0, help="max wait for late emails after a rate (default 30)")
     p.add_argument("--phases", default="read,write,welcome", help="which phases to run (default read,write,welcome)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record each service with py-spy during each welcome rate (files in the run's log folder)",
+    )
     p.add_argument("--seed", type=int, default=500, help="customers created for the read phase (default 500)")
     p.add_argument(
         "--set",
@@ -112,14 +117,31 @@ def render(result: dict[str, Any]) -> str:
         f"(after {cfg['warmup_s']:g} s warm-up); {cfg['seed']} customers to read",
         f"  {'phase':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}",
     ]
-    for key, label in (("read", "read  GET /v1/customers/{id}"), ("write", "write POST /v1/customers")):
+    rows = (
+        ("read_ceiling", "read  ceiling (bare handler)"),
+        ("read", "read  GET /v1/customers/{id}"),
+        ("write_ceiling", "write ceiling (bare handler)"),
+        ("write", "write POST /v1/customers"),
+    )
+    for key, label in rows:
         r = result.get(key)
         if r is None:
             continue
+        ratio = result.get("ratios", {}).get(key)
         lines.append(
             f"  {label:<30}{_fmt(r['rps'], 9)}{_fmt(r['p50_ms'], 9)}{_fmt(r['p99_ms'], 9)}"
             f"{_fmt(r['max_ms'], 9, 0)}{_fmt(r['errors'], 8)}"
+            + (
+                f"  {ratio['rps']:.0%} of ceiling req/s (target {ratio['target']:.0%}), p50 x{ratio['p50_x']}, "
+                f"p99 x{ratio['p99_x']}"
+                if ratio
+                else ""
+            )
         )
+    lines.append(
+        "  ceiling: bench/ceiling.py, bare aiohttp + asyncpg on the same database (same row; same insert + outbox row"
+    )
+    lines.append("  in one transaction), no auth, validation, idempotency, history or middleware")
     lines += [
         "",
         f"Welcome flow, open loop: {cfg['duration_s']:g} s per offered rate; latency = POST sent (scheduled time)"
@@ -175,7 +197,9 @@ def render(result: dict[str, Any]) -> str:
     for name in SERVICES:
         m = result["memory"]
         lines.append(f"  {name:<15}{_fmt(m['idle'].get(name), 8)}{_fmt(m['peak'].get(name), 8)}")
-    lines.append(f"\nresult: {result['result_file']}  (total {result['total_s']:.0f} s)")
+    plotted = f", plot {result['plot_file']}" if result.get("plot_file") else ""
+    lines.append(f"\nresult: {result['result_file']}{plotted}")
+    lines.append(f"(total {result['total_s']:.0f} s)")
     return "\n".join(lines)
 
 
@@ -193,7 +217,10 @@ async def run(args: argparse.Namespace) -> int:
         result["machine"] = await describe_machine()
         result["machine_line"] = machine_line(result["machine"])
         await system.setup()
-        sampler = Sampler(system.pids, f"cwbench_{system.run_id}_")
+        pids = dict(system.pids)
+        if system.ceiling is not None:
+            pids["ceiling"] = system.ceiling.pid
+        sampler = Sampler(pids, f"cwbench_{system.run_id}_")
         sampler.start()
         await asyncio.sleep(1.0)
         sampler.snapshot_idle()
@@ -208,29 +235,34 @@ async def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "service_env_overrides": args.env,
             "quick": args.quick,
+            "profile": args.profile,
         }
+        closed = {"concurrency": args.concurrency, "duration": args.duration, "warmup": args.warmup, "sampler": sampler}
 
         if "read" in args.phases:
             print(f"bench: seeding {args.seed} customers", flush=True)
             ids = await load.seed_customers(system, args.seed)
             await load.settle(system, settle_limit)
-            print(f"bench: read, {args.concurrency} clients, {args.duration:g} s", flush=True)
-            result["read"] = await load.read_phase(
-                system, ids, concurrency=args.concurrency, duration=args.duration, warmup=args.warmup, sampler=sampler
-            )
+            print(f"bench: read, ceiling then service, {args.concurrency} clients, {args.duration:g} s", flush=True)
+            result["read_ceiling"] = await load.read_phase(system, ids, ceiling=True, **closed)
+            result["read"] = await load.read_phase(system, ids, **closed)
 
         if "write" in args.phases:
-            print(f"bench: write, {args.concurrency} clients, {args.duration:g} s", flush=True)
-            result["write"] = await load.write_phase(
-                system, concurrency=args.concurrency, duration=args.duration, warmup=args.warmup, sampler=sampler
-            )
+            print(f"bench: write, ceiling then service, {args.concurrency} clients, {args.duration:g} s", flush=True)
+            result["write_ceiling"] = await load.write_phase(system, ceiling=True, **closed)
+            result["write"] = await load.write_phase(system, **closed)
             result["write"]["settle_s"] = await load.settle(system, settle_limit)  # the events it caused
+        result["ratios"] = ratios(result)
 
         result["welcome"] = []
         result["welcome_stages"] = []
         for rate in args.rates if "welcome" in args.phases else []:
             print(f"bench: welcome flow at {rate:g}/s for {args.duration:g} s", flush=True)
-            res = await load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
+            phase = load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
+            if args.profile:
+                res, _ = await asyncio.gather(phase, profile.record(system.pids, args.duration, run_dir, f"{rate:g}"))
+            else:
+                res = await phase
             res.summary["settle_s"] = await load.settle(system, settle_limit)
             result["welcome"].append(res.summary)
             result["welcome_stages"].append(await load.stage_breakdown(system, res))
@@ -258,6 +290,12 @@ async def run(args: argparse.Namespace) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{stamp}.json"
     result["result_file"] = str(out.relative_to(ROOT))
+    try:
+        png = plot.plot(result, RESULTS / f"{stamp}.png")
+        if png is not None:
+            result["plot_file"] = str(png.relative_to(ROOT))
+    except Exception as exc:  # the figures matter more than the picture
+        problems.append(f"could not draw the plot: {type(exc).__name__}: {exc}")
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     if "memory" in result:
         print()
@@ -265,6 +303,26 @@ async def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"bench: problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+TARGETS = {"read": 0.80, "write": 0.70}  # issue 9: the service's req/s as a share of the bare ceiling's
+
+
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The service against the ceiling measured in the same run: req/s (higher is better) and p50/p99 (the
+    service's latency over the ceiling's: lower is better)."""
+    out = {}
+    for key, target in TARGETS.items():
+        svc, top = result.get(key), result.get(f"{key}_ceiling")
+        if not svc or not top or not top["rps"]:
+            continue
+        out[key] = {
+            "rps": round(svc["rps"] / top["rps"], 3),
+            "target": target,
+            "p50_x": round(svc["p50_ms"] / top["p50_ms"], 2) if svc["p50_ms"] and top["p50_ms"] else None,
+            "p99_x": round(svc["p99_ms"] / top["p99_ms"], 2) if svc["p99_ms"] and top["p99_ms"] else None,
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

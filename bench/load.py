@@ -132,9 +132,18 @@ async def seed_customers(system: System, n: int, concurrency: int = 16) -> list[
 
 
 async def read_phase(
-    system: System, ids: list[str], *, concurrency: int, duration: float, warmup: float, sampler: Sampler
+    system: System,
+    ids: list[str],
+    *,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    sampler: Sampler,
+    ceiling: bool = False,
 ) -> dict[str, Any]:
-    base = f"{system.urls['customers']}/v1/customers/"
+    """GET one of ``ids`` at random; from the customers service, or (``ceiling``) from bench/ceiling.py."""
+    base = f"{system.ceiling_url}/customers/" if ceiling else f"{system.urls['customers']}/v1/customers/"
+    label = "read ceiling" if ceiling else "read"
     rng = random.Random(7)
     async with session_for(system, concurrency) as session:
 
@@ -144,20 +153,22 @@ async def read_phase(
                 return r.status
 
         return await closed_loop(
-            get, concurrency=concurrency, duration=duration, warmup=warmup, ok=200, sampler=sampler, label="read"
+            get, concurrency=concurrency, duration=duration, warmup=warmup, ok=200, sampler=sampler, label=label
         )
 
 
 async def write_phase(
-    system: System, *, concurrency: int, duration: float, warmup: float, sampler: Sampler
+    system: System, *, concurrency: int, duration: float, warmup: float, sampler: Sampler, ceiling: bool = False
 ) -> dict[str, Any]:
-    url = f"{system.urls['customers']}/v1/customers"
+    """POST new customers (no welcome); to the customers service, or (``ceiling``) to bench/ceiling.py."""
+    url = f"{system.ceiling_url}/customers" if ceiling else f"{system.urls['customers']}/v1/customers"
+    label, tag = ("write ceiling", "c") if ceiling else ("write", "w")
     async with session_for(system, concurrency) as session:
 
         async def post(w: int, n: int) -> int:
             body = {
                 "full_name": f"Writer {w} {n}",
-                "email": f"w{w}-{n}-{system.run_id}@example.com",
+                "email": f"{tag}{w}-{n}-{system.run_id}@example.com",
                 "send_welcome": False,
             }
             async with session.post(url, data=orjson.dumps(body), headers=JSON) as r:
@@ -165,7 +176,7 @@ async def write_phase(
                 return r.status
 
         return await closed_loop(
-            post, concurrency=concurrency, duration=duration, warmup=warmup, ok=201, sampler=sampler, label="write"
+            post, concurrency=concurrency, duration=duration, warmup=warmup, ok=201, sampler=sampler, label=label
         )
 
 

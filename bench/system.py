@@ -316,6 +316,8 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     token: str = ""
     smtp: RecordingSmtp | None = None
+    ceiling: subprocess.Popen[bytes] | None = None  # bench/ceiling.py, on the customers database
+    ceiling_port: int = 0
     _key_dir: Path | None = None
     _databases_made: bool = False
 
@@ -334,6 +336,10 @@ class System:
     @property
     def pids(self) -> dict[str, int]:
         return {n: p.pid for n, p in self.procs.items()}
+
+    @property
+    def ceiling_url(self) -> str:
+        return f"http://127.0.0.1:{self.ceiling_port}"
 
     def log(self, name: str) -> Path:
         return self.run_dir / f"{name}.log"
@@ -434,6 +440,7 @@ class System:
             )
             log.close()
         await self.wait_ready()
+        await self.start_ceiling()
         password = secrets.token_urlsafe(24)
         result = self.cli(
             "services.accounts",
@@ -477,6 +484,43 @@ class System:
                     raise RuntimeError(f"services not ready after {timeout}s (logs in {self.run_dir})")
                 await asyncio.sleep(0.2)
 
+    async def start_ceiling(self, timeout: float = 30) -> None:
+        """The bare aiohttp + asyncpg server (bench/ceiling.py) on the customers database, once it is migrated."""
+        self.ceiling_port = free_port()
+        log = self.log("ceiling").open("ab")
+        self.ceiling = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "ceiling.py"),
+                "--dsn",
+                self.databases["customers"],
+                "--port",
+                str(self.ceiling_port),
+                "--pool-max",
+                self.env.get("CUSTOMERS_DB_POOL_MAX", "10"),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+            while True:
+                if self.ceiling.poll() is not None:
+                    tail = self.log("ceiling").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"bench/ceiling.py exited with {self.ceiling.returncode}:\n{tail}")
+                try:
+                    async with s.get(f"{self.ceiling_url}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"bench/ceiling.py not ready after {timeout}s")
+                await asyncio.sleep(0.1)
+
     # -- observation
 
     async def backlogs(self, session: aiohttp.ClientSession) -> dict[str, int]:
@@ -504,6 +548,12 @@ class System:
 
     def stop_services(self, timeout: float = 30) -> dict[str, int]:
         codes = {}
+        if self.ceiling is not None and self.ceiling.poll() is None:
+            self.ceiling.send_signal(signal.SIGTERM)
+            try:
+                self.ceiling.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.ceiling.kill()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
