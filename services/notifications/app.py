@@ -28,6 +28,9 @@ def make_sender(settings: NotificationsSettings) -> Sender:
             starttls=settings.smtp_starttls,
             tls=settings.smtp_tls,
             timeout_s=settings.smtp_timeout_s,
+            max_connections=settings.dispatch_concurrency,
+            max_messages_per_connection=settings.smtp_max_messages_per_connection,
+            idle_timeout_s=settings.smtp_idle_timeout_s,
         )
     return FileSender(settings.mail_dir)
 

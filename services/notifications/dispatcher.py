@@ -1,11 +1,12 @@
 """Sends due deliveries after their intent has committed, and records each outcome with its event.
 
-A round claims due deliveries with a lease (``next_attempt_at`` moved past the longest SMTP conversation, chosen
-with ``FOR UPDATE SKIP LOCKED`` and committed at once), so replicas never send the same delivery at once and no
-transaction stays open during SMTP. Each delivery is then sent and its outcome committed in its own short
-transaction. The one duplicate window left: the process dies (or the outcome cannot be recorded) after the server
-accepted the message; when the lease runs out the delivery is sent again, with the same Message-ID (receivers
-can deduplicate on it)."""
+The dispatcher claims due deliveries continuously, whenever fewer than ``batch_size`` are in flight, with a lease
+(``next_attempt_at`` moved past the longest SMTP conversation, chosen with ``FOR UPDATE SKIP LOCKED`` and committed
+at once), so replicas never send the same delivery at once and no transaction stays open during SMTP. Each delivery
+is then sent (at most ``concurrency`` at once, over the sender's persistent SMTP connections) and its outcome
+committed in its own short transaction. The one duplicate window left: the process dies (or the outcome cannot be
+recorded) after the server accepted the message; when the lease runs out the delivery is sent again, with the same
+Message-ID (receivers can deduplicate on it)."""
 
 from __future__ import annotations
 
@@ -64,9 +65,13 @@ class Dispatcher:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.poll_interval_s = poll_interval_s
         self.lease_s = lease_s
+        # after a full claim, the next one waits until this many slots are free (one query claims several)
+        self._refill = max(1, min(concurrency, batch_size // 2))
         self._wake = asyncio.Event()
+        self._space = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -75,46 +80,94 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="email-dispatcher")
 
     async def stop(self) -> None:
+        """Stop claiming; let the deliveries in flight finish and record their outcomes; close the sender."""
         self._stop.set()
         self._wake.set()
+        self._space.set()
         if self._task:
             try:
-                await asyncio.wait_for(self._task, timeout=20)
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=20)
             except TimeoutError:
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                for t in list(self._in_flight):
+                    t.cancel()
+                await asyncio.gather(self._task, *self._in_flight, return_exceptions=True)
+        close = getattr(self.sender, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            # cleared before the round, not after: a wake-up arriving during the round starts the next one at once
-            self._wake.clear()
-            try:
-                n = await self.dispatch_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("dispatch round failed", extra={"error": str(exc)})
-                n = 0
-                await asyncio.sleep(1)
-            except Exception:  # never let the dispatcher die: log, back off, go on
-                log.exception("dispatch round failed unexpectedly")
-                n = 0
-                await asyncio.sleep(1)
-            if n >= self.batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+        """Continuous: claims due deliveries whenever fewer than ``batch_size`` are in flight, so that one slow
+        email never holds up the next ones (no rounds); sleeps until a new delivery commits (``wake``), a slot
+        frees after a full claim, or the poll interval passes (retries that come due)."""
+        try:
+            while not self._stop.is_set():
+                # cleared before the claim, not after: a wake-up arriving meanwhile starts the next claim at once
+                self._wake.clear()
+                self._space.clear()
+                free = self.batch_size - len(self._in_flight)
+                try:
+                    claimed = await self.claim(free) if free > 0 else 0
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("dispatch claim failed", extra={"error": str(exc)})
+                    await self._sleep(1.0)
+                    continue
+                except Exception:  # never let the dispatcher die: log, back off, go on
+                    log.exception("dispatch claim failed unexpectedly")
+                    await self._sleep(1.0)
+                    continue
+                if claimed >= free:
+                    # more may be due: claim again as soon as enough slots are free
+                    if len(self._in_flight) > self.batch_size - self._refill:
+                        await self._space.wait()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+        finally:
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def dispatch_once(self) -> int:
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def claim(self, limit: int) -> int:
+        """Claim up to ``limit`` due deliveries (leased) and start sending each. Returns how many."""
         rows = await self.pool.fetch(
             """UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
                WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
                             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                RETURNING id, template, to_email, to_name, customer_id, account_id, context, sealed_context,
                          attempts, correlation_id, traceparent""",
-            self.batch_size,
+            limit,
             self.lease_s,
         )
-        await asyncio.gather(*(self._deliver(r) for r in rows))
+        for row in rows:
+            task = asyncio.create_task(self._deliver(row))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
         return len(rows)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if len(self._in_flight) <= self.batch_size - self._refill:
+            self._space.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+
+    async def dispatch_once(self) -> int:
+        """Claim one batch and send it to the end (for tools and tests; the service runs ``_run``)."""
+        before = set(self._in_flight)
+        n = await self.claim(self.batch_size)
+        started = self._in_flight - before
+        if started:
+            await asyncio.gather(*started, return_exceptions=True)
+        return n
 
     async def _deliver(self, row: asyncpg.Record) -> None:
         with continued_span(

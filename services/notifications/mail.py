@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.policy
 import os
 import socket
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -15,7 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosmtplib
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -35,7 +39,9 @@ class Renderer:
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            auto_reload=False,  # the templates ship with the code: no stat() of each file on every email
         )
+        self._compiled: dict[str, tuple[Template, Template, Template]] = {}
 
     def templates(self) -> set[str]:
         return {name.split(".", 1)[0] for name in self.env.list_templates()}
@@ -44,10 +50,12 @@ class Renderer:
         ctx = dict(context)
         if "expires_at" in ctx and "expires_at_human" not in ctx:
             ctx["expires_at_human"] = datetime.fromisoformat(ctx["expires_at"]).strftime("%d %B %Y at %H:%M UTC")
-        subject = self.env.get_template(f"{template}.subject.txt").render(ctx).strip()
-        text = self.env.get_template(f"{template}.txt").render(ctx)
-        html = self.env.get_template(f"{template}.html").render(ctx)
-        return subject, text, html
+        compiled = self._compiled.get(template)
+        if compiled is None:
+            compiled = tuple(self.env.get_template(f"{template}{ext}") for ext in (".subject.txt", ".txt", ".html"))
+            self._compiled[template] = compiled  # type: ignore[assignment]
+        subject, text, html = compiled
+        return subject.render(ctx).strip(), text.render(ctx), html.render(ctx)
 
 
 def build_message(
@@ -83,7 +91,29 @@ class Sender(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
 
 
+@dataclass(eq=False)
+class _Connection:
+    client: aiosmtplib.SMTP
+    messages: int = 0  # mail transactions completed on it
+    last_used: float = 0.0  # time.monotonic()
+
+
+class _NotStarted(Exception):
+    """The connection failed before the server took the MAIL command: nothing of the message was delivered, so
+    sending it again on a fresh connection cannot duplicate it."""
+
+
 class SmtpSender:
+    """Sends over a pool of persistent SMTP connections (at most ``max_connections`` open, one mail transaction
+    at a time on each), opened on demand, re-used from one email to the next, and closed after
+    ``max_messages_per_connection`` emails, after ``idle_timeout_s`` unused, or after any error that may leave
+    the conversation in an unknown state.
+
+    A re-used connection that turns out to be dead (the server closed it, or answers 421, at the MAIL command,
+    before any part of the message was sent) is replaced by a fresh one and the email sent on it at once: nothing
+    was delivered, so this neither loses nor doubles it. A failure from MAIL on is reported as before (temporary
+    or permanent), and the connection is reset (RSET) or dropped."""
+
     def __init__(
         self,
         host: str,
@@ -94,44 +124,191 @@ class SmtpSender:
         starttls: bool = False,
         tls: bool = False,
         timeout_s: float = 15.0,
+        max_connections: int = 10,
+        max_messages_per_connection: int = 100,
+        idle_timeout_s: float = 30.0,
     ) -> None:
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.starttls, self.tls = starttls, tls
         self.timeout_s = timeout_s
+        self.max_messages_per_connection = max(1, max_messages_per_connection)
+        self.idle_timeout_s = idle_timeout_s
         # resolved once: aiosmtplib would otherwise look the local name up in a thread for every connection
         self.local_hostname = socket.getfqdn()
+        self._slots = asyncio.Semaphore(max(1, max_connections))
+        self._idle: list[_Connection] = []  # most recently used last
+        self.connections_opened = 0
 
     async def send(self, message: EmailMessage) -> None:
+        async with self._slots:
+            conn = self._take()
+            keep = False
+            try:
+                if conn.client.is_connected:
+                    try:
+                        errors = await self._transaction(conn.client, message)
+                    except _NotStarted:  # dead re-used connection: nothing was sent, use a fresh one
+                        self._discard(conn)
+                        conn = self._new()
+                        errors = await self._send_fresh(conn, message)
+                else:
+                    errors = await self._send_fresh(conn, message)
+                conn.messages += 1
+                keep = True
+            except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed and not offered by the server
+                keep = conn.client.is_connected
+                raise PermanentFailure(f"the mail server cannot take this message: {exc}") from None
+            except aiosmtplib.SMTPRecipientsRefused as exc:  # the envelope was reset (RSET)
+                keep = conn.client.is_connected
+                codes = [r.code for r in exc.recipients]
+                detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+                if all(code >= 500 for code in codes):
+                    raise PermanentFailure(detail) from None
+                raise TemporaryFailure(detail) from None
+            except aiosmtplib.SMTPResponseException as exc:  # the envelope was reset (RSET), unless 421
+                keep = conn.client.is_connected and exc.code != 421
+                if exc.code >= 500:
+                    raise PermanentFailure(f"{exc.code} {exc.message}") from None
+                raise TemporaryFailure(f"{exc.code} {exc.message}") from None
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, _NotStarted) as exc:
+                raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+            finally:
+                if keep:
+                    self._give_back(conn)
+                else:
+                    self._discard(conn)
+            if errors:  # some recipients refused while others were accepted: we only ever send to one
+                detail = "; ".join(f"{addr}: {r.code} {r.message}" for addr, r in errors.items())
+                raise PermanentFailure(detail)
+
+    async def close(self) -> None:
+        """Say goodbye (QUIT) on every idle connection."""
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._quit(c) for c in idle), return_exceptions=True)
+
+    # -- the pool
+
+    def _new(self) -> _Connection:
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            start_tls=self.starttls,
+            use_tls=self.tls,
+            timeout=self.timeout_s,
+            local_hostname=self.local_hostname,
+        )
+        return _Connection(client)
+
+    def _take(self) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.client.is_connected and now - conn.last_used < self.idle_timeout_s:
+                return conn
+            self._discard(conn)
+        return self._new()
+
+    def _give_back(self, conn: _Connection) -> None:
+        conn.last_used = time.monotonic()
+        if conn.messages >= self.max_messages_per_connection:
+            task = asyncio.create_task(self._quit(conn))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+            return
+        self._idle.append(conn)
+
+    @staticmethod
+    def _discard(conn: _Connection) -> None:
+        with contextlib.suppress(Exception):
+            conn.client.close()
+
+    @staticmethod
+    async def _quit(conn: _Connection) -> None:
         try:
-            errors, _ = await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                start_tls=self.starttls,
-                use_tls=self.tls,
-                timeout=self.timeout_s,
-                local_hostname=self.local_hostname,
-            )
-        except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed and not offered by the server
-            raise PermanentFailure(f"the mail server cannot take this message: {exc}") from None
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
-            if all(code >= 500 for code in codes):
-                raise PermanentFailure(detail) from None
-            raise TemporaryFailure(detail) from None
+            await asyncio.wait_for(conn.client.quit(), timeout=5)
+        except Exception:
+            conn.client.close()
+
+    # -- one email
+
+    async def _send_fresh(self, conn: _Connection, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
+        client = conn.client
+        await client.connect()  # STARTTLS and login as configured
+        self.connections_opened += 1
+        if client.last_ehlo_response is None and client.last_helo_response is None:
+            try:  # the server's extensions (8BITMIME, SMTPUTF8, SIZE) decide how the message is sent
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
+        try:
+            return await self._transaction(conn.client, message)
+        except _NotStarted as exc:  # on a fresh connection this is an ordinary connection failure
+            raise aiosmtplib.SMTPServerDisconnected(str(exc)) from None
+
+    async def _transaction(self, client: aiosmtplib.SMTP, message: EmailMessage) -> dict[str, Any]:
+        """One mail transaction (MAIL, RCPT, DATA) as aiosmtplib's ``send_message`` does it, telling a failure
+        before the server took MAIL (``_NotStarted``) from the others. Returns the refused recipients."""
+        sender = extract_sender(message)
+        recipients = extract_recipients(message)
+        if sender is None or not recipients:
+            raise ValueError("the message has no From or no recipient")
+        utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+        options: list[str] = []
+        if utf8:
+            if not client.supports_extension("smtputf8"):
+                raise aiosmtplib.SMTPNotSupported(
+                    "An address containing non-ASCII characters was provided, but SMTPUTF8 is not supported"
+                )
+            options.append("SMTPUTF8")
+        cte = "7bit"
+        if client.supports_extension("8BITMIME"):
+            options.append("BODY=8BITMIME")
+            cte = "8bit"
+        flat = flatten_message(message, utf8=utf8, cte_type=cte)
+        if client.supports_extension("size"):
+            size = len(flat) + flat.count(b"\n") - flat.count(b"\r\n")  # as sent, every line ending CRLF
+            options.insert(0, f"size={size}")
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            await client.mail(sender, options=options, encoding=encoding)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, aiosmtplib.SMTPTimeoutError) as exc:
+            raise _NotStarted(f"{type(exc).__name__}: {exc}") from None
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code >= 500:
-                raise PermanentFailure(f"{exc.code} {exc.message}") from None
-            raise TemporaryFailure(f"{exc.code} {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
-        if errors:  # some recipients refused while others were accepted: we only ever send to one
-            detail = "; ".join(f"{addr}: {r.code} {r.message}" for addr, r in errors.items())
-            raise PermanentFailure(detail)
+            if exc.code == 421:  # the server is closing this connection
+                raise _NotStarted(f"{exc.code} {exc.message}") from None
+            await self._reset(client)
+            raise
+        try:
+            refused: dict[str, aiosmtplib.SMTPResponse] = {}
+            for rcpt in recipients:
+                try:
+                    await client.rcpt(rcpt, encoding=encoding)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused[exc.recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+            if len(refused) == len(recipients):
+                raise aiosmtplib.SMTPRecipientsRefused(
+                    [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()]
+                )
+            await client.data(flat)
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+            await self._reset(client)
+            raise
+        return refused
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> None:
+        """Clear the envelope after a refusal so that the connection can carry the next email; if that fails,
+        close it (the pool then drops it)."""
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, ConnectionError, OSError):
+            client.close()
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 class FileSender:

@@ -24,6 +24,12 @@ class NotificationsSettings(ServiceSettings):
     smtp_starttls: bool = Field(False, description="Upgrade the connection with STARTTLS")
     smtp_tls: bool = Field(False, description="Implicit TLS (port 465)")
     smtp_timeout_s: float = Field(15.0, description="Timeout of one SMTP conversation")
+    smtp_max_messages_per_connection: int = Field(
+        100, description="Emails sent over one SMTP connection before it is closed and a new one opened"
+    )
+    smtp_idle_timeout_s: float = Field(
+        30.0, description="An SMTP connection unused this long is closed rather than re-used"
+    )
     mail_dir: Path = Field(Path(".local/mail"), description="Folder of .eml files when no SMTP server is set")
     mail_from: str = Field("Coworking <no-reply@coworking.invalid>", description="From header of every email")
     space_name: str = Field("Coworking", description="Name of the space, used in email texts")
@@ -32,5 +38,5 @@ class NotificationsSettings(ServiceSettings):
         description="Waits between attempts after a temporary SMTP failure; then the delivery fails",
     )
     dispatch_batch_size: int = Field(50, description="Deliveries claimed per dispatcher round")
-    dispatch_concurrency: int = Field(10, description="Emails sent at once")
+    dispatch_concurrency: int = Field(10, description="Emails sent at once (and most SMTP connections open)")
     dispatch_poll_interval_s: float = Field(1.0, description="Fallback poll for due deliveries")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -23,11 +24,24 @@ def free_port() -> int:
 class SmtpBehaviour:
     reject_recipients: set[str] = field(default_factory=set)  # 550 at RCPT
     temporary_failures: int = 0  # the next N messages get 451 at DATA
+    closing_at_mail: int = 0  # the next N MAIL commands get 421 and the server hangs up (nothing sent yet)
+    hang_up_after_each_message: bool = False  # close the connection right after accepting a message
 
 
 class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
+
+    async def handle_MAIL(self, smtp: Any, session: Any, envelope: Any, address: str, mail_options: Any) -> str:
+        with self.server.lock:
+            if self.server.behaviour.closing_at_mail > 0:
+                self.server.behaviour.closing_at_mail -= 1
+                self.server.closed_at_mail += 1
+                asyncio.get_running_loop().call_soon(smtp.transport.close)  # after the reply is written
+                return "421 4.3.2 Service shutting down, closing transmission channel"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, smtp: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address.lower() in self.server.behaviour.reject_recipients:
@@ -43,6 +57,9 @@ class _Handler:
                 return "451 4.3.0 Try again later"
             msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
             self.server.messages.append(msg)  # type: ignore[arg-type]
+            self.server.peers.append(session.peer)  # the client's (host, port): one per connection
+            if self.server.behaviour.hang_up_after_each_message:
+                asyncio.get_running_loop().call_soon(smtp.transport.close)  # after the reply is written
         return "250 Message accepted for delivery"
 
 
@@ -52,6 +69,8 @@ class SmtpServer:
         self.messages: list[EmailMessage] = []
         self.behaviour = SmtpBehaviour()
         self.temporary_rejections = 0
+        self.closed_at_mail = 0
+        self.peers: list[Any] = []  # for each accepted message, the connection it came over
         self.lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True)
 
@@ -60,6 +79,11 @@ class SmtpServer:
 
     def stop(self) -> None:
         self._controller.stop()
+
+    def connections_used(self) -> int:
+        """How many distinct connections the accepted messages came over."""
+        with self.lock:
+            return len(set(self.peers))
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:
