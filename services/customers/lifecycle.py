@@ -39,7 +39,9 @@ class Actor:
 
 
 async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID, skip_locked: bool = False) -> Any:
-    sql = "SELECT * FROM customers WHERE id = $1 FOR UPDATE" + (" SKIP LOCKED" if skip_locked else "")
+    # NO KEY UPDATE: serialises changes of the customer, and still lets other transactions insert rows that refer
+    # to it (foreign-key checks take KEY SHARE), so a consumption writing ledger rows never waits on it in a cycle
+    sql = "SELECT * FROM customers WHERE id = $1 FOR NO KEY UPDATE" + (" SKIP LOCKED" if skip_locked else "")
     return await conn.fetchrow(sql, customer_id)
 
 

@@ -105,7 +105,7 @@ async def _bump(conn: asyncpg.Connection, team_id: uuid.UUID, **changes: Any) ->
 
 
 async def _locked_team(conn: asyncpg.Connection, team_id: uuid.UUID) -> Any:
-    row = await conn.fetchrow("SELECT * FROM teams WHERE id = $1 AND deleted_at IS NULL FOR UPDATE", team_id)
+    row = await conn.fetchrow("SELECT * FROM teams WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE", team_id)
     if row is None:
         raise Problem(404, "Not found", f"No team {team_id}")
     return row
@@ -236,7 +236,7 @@ async def leave_all_teams(
         customer_id,
     )
     for r in team_ids:
-        team = await conn.fetchrow("SELECT * FROM teams WHERE id = $1 FOR UPDATE", r["team_id"])
+        team = await conn.fetchrow("SELECT * FROM teams WHERE id = $1 FOR NO KEY UPDATE", r["team_id"])
         await _remove_member(conn, team, customer_id, now, correlation_id)
 
 
