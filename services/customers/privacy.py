@@ -33,6 +33,9 @@ class CustomerExport(BaseModel):
     history: list[dict[str, Any]] = Field(description="Every recorded change")
     contracts: list[dict[str, Any]] = Field(description="Contracts, with their plan's name")
     suspensions: list[dict[str, Any]] = Field(description="Suspensions, open and lifted")
+    teams: list[dict[str, Any]] = Field(description="Team memberships, current and past, with their dates")
+    credit_entries: list[dict[str, Any]] = Field(description="The credit ledger of the customer's own balances")
+    access: dict[str, Any] = Field(description="Effective space access now, with its rule")
 
 
 class ErasureAccepted(BaseModel):
@@ -49,7 +52,8 @@ def _plain(row: Any) -> dict[str, Any]:
 @policy(OPERATOR)
 async def export_customer(request: web.Request) -> web.Response:
     """Everything the customers service holds about one customer (right of access): the record, its history,
-    contracts and suspensions. The other services export their part at their own ``export`` routes."""
+    contracts, suspensions, team memberships, credit ledger and access. The other services export their part at
+    their own ``export`` routes."""
     customer_id = parse_uuid(request.match_info["id"])
     db = request.app[RUNTIME].db
     row = await store.get_customer(db, customer_id)
@@ -71,8 +75,22 @@ async def export_customer(request: web.Request) -> web.Response:
            WHERE customer_id = $1 ORDER BY created_at""",
         customer_id,
     )
+    memberships = await db.fetch(
+        """SELECT m.team_id, t.name AS team_name, m.role, m.joined_at, m.left_at FROM team_memberships m
+           JOIN teams t ON t.id = m.team_id WHERE m.customer_id = $1 ORDER BY m.joined_at, m.id""",
+        customer_id,
+    )
+    ledger = await db.fetch(
+        """SELECT id, kind, amount, reason, reference, consumption_id, consumer_id, team_id, contract_id, period_start,
+                  created_at FROM credit_entries WHERE customer_id = $1 ORDER BY id""",
+        customer_id,
+    )
+    decision = await access.decide(db, customer_id)
     return json_response(
         {
+            "teams": [_plain(r) for r in memberships],
+            "credit_entries": [_plain(r) for r in ledger],
+            "access": decision.view(customer_id) if decision else {},
             "customer": _customer(row),
             "history": [_plain(r) for r in history],
             "contracts": [_plain(r) for r in contracts],

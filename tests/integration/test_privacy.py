@@ -110,6 +110,8 @@ async def test_an_operator_exports_then_erases_a_customer_and_nothing_personal_r
         201,
         json={"plan_id": plan["id"], "starts_on": date.today().isoformat()},
     )
+    _, team = await ops.call("customers", "POST", "/v1/teams", 201, json={"name": f"Team {tag}", "share_access": True})
+    await ops.call("customers", "POST", f"/v1/teams/{team['id']}/members", 201, json={"customer_id": cid})
     visitors_db = system.runtime("visitors").db
     await wait_for(
         lambda: visitors_db.fetchval("SELECT email IS NOT NULL FROM hosts WHERE customer_id = $1", uuid.UUID(cid)),
@@ -147,6 +149,9 @@ async def test_an_operator_exports_then_erases_a_customer_and_nothing_personal_r
     assert [c["id"] for c in mine["contracts"]] == [contract["id"]]
     assert [s["reason"] for s in mine["suspensions"]] == [reason]
     assert [h["action"] for h in mine["history"]][:1] == ["created"]
+    assert [(t["team_id"], t["left_at"]) for t in mine["teams"]] == [(team["id"], None)]
+    assert mine["access"]["rule"] == "suspended"  # a member, suspended above
+    assert {e["reason"] for e in mine["credit_entries"]} <= {"plan"}
     _, acc = await ops.call("accounts", "GET", f"/v1/accounts/export?customer_id={cid}", 200)
     assert [(a["email"], a["full_name"], a["status"]) for a in acc["accounts"]] == [(email, name, "suspended")]
     assert acc["links"] and acc["logins"] and "token_hash" not in acc["links"][0]
@@ -210,6 +215,11 @@ async def test_an_operator_exports_then_erases_a_customer_and_nothing_personal_r
     assert kept_visit["status"] == "checked_out" and kept_visit["checked_in_at"] and kept_visit["host_name"] is None
     _, history = await ops.call("customers", "GET", f"/v1/customers/{cid}/history", 200)
     assert "erased" in [h["action"] for h in history["items"]]
+    # out of every team, and no space access any more
+    _, roster = await ops.call("customers", "GET", f"/v1/teams/{team['id']}/members", 200)
+    assert roster["items"] == []
+    _, no_access = await ops.call("customers", "GET", f"/v1/customers/{cid}/access", 200)
+    assert (no_access["granted"], no_access["rule"]) == (False, "erased")
 
     # the person cannot log in or refresh any more, and nothing about them changes
     await ops.call("accounts", "POST", "/v1/tokens", 401, json={"email": email, "password": PASSWORD})
