@@ -137,4 +137,5 @@ def base_env(
     for name in SERVICES:
         env[f"{name.upper()}_DATABASE_URL"] = databases[name]
         env[f"{name.upper()}_DB_POOL_MIN"] = "1"
+        env[f"{name.upper()}_DB_POOL_MAX"] = "5"  # PostgreSQL's 100 connections are shared with other runs
     return env
