@@ -25,7 +25,7 @@ from services.notifications.mail import (
     Renderer,
     Sender,
     TemporaryFailure,
-    build_message,
+    compose,
 )
 from shared.events import EmailFailedV1, EmailSentV1
 from shared.logging import correlation_id_var
@@ -193,7 +193,7 @@ class Dispatcher:
                 if row["sealed_context"]:
                     context.update(unseal(self.seal_key, row["sealed_context"]))
                 subject, text, html = self.renderer.render(row["template"], context)
-                message = build_message(
+                message = compose(
                     delivery_id=row["id"],
                     mail_from=self.mail_from,
                     to_email=row["to_email"],

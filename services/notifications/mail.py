@@ -11,14 +11,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiosmtplib
-from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
+from aiosmtplib.email import flatten_message
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, select_autoescape
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -87,8 +88,114 @@ def build_message(
     return msg
 
 
+_HEADER_BREAKS = ("\r", "\n")
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """An email ready for the wire: the envelope and the whole message as bytes (CRLF line endings, 8bit bodies),
+    written directly by ``compose`` rather than through ``EmailMessage``, whose header parsing and generator were
+    most of the notifications service's CPU per email. The parts are kept to rebuild it as an ``EmailMessage``
+    (``message()``), for a server without 8BITMIME."""
+
+    delivery_id: uuid.UUID
+    sender: str  # envelope MAIL FROM
+    recipient: str  # envelope RCPT TO
+    data: bytes
+    utf8: bool  # the recipient's address needs SMTPUTF8
+    parts: dict[str, Any]  # build_message's arguments
+
+    def message(self) -> EmailMessage:
+        return build_message(**self.parts)
+
+
+def _plain_header(name: str, value: str) -> str:
+    if any(c in value for c in _HEADER_BREAKS):
+        raise ValueError(f"{name} header values may not contain linefeed or carriage return characters")
+    return value
+
+
+def _encoded(name: str, value: str, utf8: bool) -> str:
+    """A header value as it goes on the wire: ASCII (or anything, in an SMTPUTF8 message) as it is unless it would
+    pass the line limit, anything else as RFC 2047 encoded-words (folded)."""
+    _plain_header(name, value)
+    if (value.isascii() or utf8) and len(value.encode()) + len(name) < 990:  # within the 998-octet line limit
+        return value
+    return Header(value, "us-ascii" if value.isascii() else "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+def _body(text: str) -> bytes:
+    # as EmailMessage.set_content(text, cte="8bit") writes it: every line ending normalised, a final newline
+    return b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
+
+
+def compose(
+    *,
+    delivery_id: uuid.UUID,
+    mail_from: str,
+    to_email: str,
+    to_name: str,
+    subject: str,
+    text: str,
+    html: str,
+    now: datetime,
+) -> OutgoingEmail:
+    """The message ``build_message`` builds (same headers, multipart/alternative text and HTML in 8bit UTF-8),
+    written straight to bytes. Raises ValueError for what cannot be a header."""
+    parts = {
+        "delivery_id": delivery_id,
+        "mail_from": mail_from,
+        "to_email": to_email,
+        "to_name": to_name,
+        "subject": subject,
+        "text": text,
+        "html": html,
+        "now": now,
+    }
+    utf8 = not to_email.isascii()
+    _plain_header("To", to_email)
+    _plain_header("From", mail_from)
+    if utf8:  # an internationalised address needs SMTPUTF8 (RFC 6531) end to end; no display name, as before
+        to = to_email
+    else:
+        Address(addr_spec=to_email)  # raises for what is not an address
+        if not to_name:
+            to = to_email
+        elif to_name.isascii():
+            to = formataddr((_plain_header("To", to_name), to_email))
+        else:
+            to = f"{_encoded('To', to_name, False)} <{to_email}>"
+    sender = parseaddr(mail_from)[1] or mail_from
+    boundary = f"==============={uuid.uuid4().int % 10**19:019d}=="
+    head = (
+        f"To: {to}\r\n"
+        f"From: {mail_from}\r\n"
+        f"Subject: {_encoded('Subject', subject, utf8)}\r\n"
+        f"Date: {format_datetime(now)}\r\n"
+        f"Message-ID: <{delivery_id}@coworking.invalid>\r\n"  # stable across resends: receivers can dedupe
+        f"X-Delivery-ID: {delivery_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
+        "\r\n"
+    )
+    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'
+    data = b"".join(
+        (
+            head.encode("utf-8"),
+            f"--{boundary}\r\n".encode(),
+            part.format("plain").encode(),
+            _body(text),
+            f"\r\n--{boundary}\r\n".encode(),  # the CRLF before a boundary belongs to the boundary
+            part.format("html").encode(),
+            _body(html),
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+    )
+    return OutgoingEmail(delivery_id, sender, to_email, data, utf8, parts)
+
+
 class Sender(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: OutgoingEmail) -> None: ...
 
 
 @dataclass(eq=False)
@@ -140,7 +247,7 @@ class SmtpSender:
         self._idle: list[_Connection] = []  # most recently used last
         self.connections_opened = 0
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         async with self._slots:
             conn = self._take()
             keep = False
@@ -171,6 +278,9 @@ class SmtpSender:
                 if exc.code >= 500:
                     raise PermanentFailure(f"{exc.code} {exc.message}") from None
                 raise TemporaryFailure(f"{exc.code} {exc.message}") from None
+            except ValueError as exc:  # an address aiosmtplib will not send to
+                keep = conn.client.is_connected
+                raise PermanentFailure(f"the message cannot be sent: {exc}") from None
             except (aiosmtplib.SMTPException, OSError, TimeoutError, _NotStarted) as exc:
                 raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
             finally:
@@ -234,7 +344,7 @@ class SmtpSender:
 
     # -- one email
 
-    async def _send_fresh(self, conn: _Connection, message: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse]:
+    async def _send_fresh(self, conn: _Connection, message: OutgoingEmail) -> dict[str, aiosmtplib.SMTPResponse]:
         client = conn.client
         await client.connect()  # STARTTLS and login as configured
         self.connections_opened += 1
@@ -248,14 +358,10 @@ class SmtpSender:
         except _NotStarted as exc:  # on a fresh connection this is an ordinary connection failure
             raise aiosmtplib.SMTPServerDisconnected(str(exc)) from None
 
-    async def _transaction(self, client: aiosmtplib.SMTP, message: EmailMessage) -> dict[str, Any]:
+    async def _transaction(self, client: aiosmtplib.SMTP, message: OutgoingEmail) -> dict[str, Any]:
         """One mail transaction (MAIL, RCPT, DATA) as aiosmtplib's ``send_message`` does it, telling a failure
         before the server took MAIL (``_NotStarted``) from the others. Returns the refused recipients."""
-        sender = extract_sender(message)
-        recipients = extract_recipients(message)
-        if sender is None or not recipients:
-            raise ValueError("the message has no From or no recipient")
-        utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+        sender, recipients, utf8 = message.sender, [message.recipient], message.utf8
         options: list[str] = []
         if utf8:
             if not client.supports_extension("smtputf8"):
@@ -263,11 +369,11 @@ class SmtpSender:
                     "An address containing non-ASCII characters was provided, but SMTPUTF8 is not supported"
                 )
             options.append("SMTPUTF8")
-        cte = "7bit"
         if client.supports_extension("8BITMIME"):
             options.append("BODY=8BITMIME")
-            cte = "8bit"
-        flat = flatten_message(message, utf8=utf8, cte_type=cte)
+            flat = message.data
+        else:  # rare today: the bodies go quoted-printable or base64, through the standard library
+            flat = flatten_message(message.message(), utf8=utf8, cte_type="7bit")
         if client.supports_extension("size"):
             size = len(flat) + flat.count(b"\n") - flat.count(b"\r\n")  # as sent, every line ending CRLF
             options.insert(0, f"size={size}")
@@ -317,15 +423,15 @@ class FileSender:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._write, message)
 
-    def _write(self, message: EmailMessage) -> None:
+    def _write(self, message: OutgoingEmail) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{message['X-Delivery-ID']}.eml"
+            name = f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{message.delivery_id}.eml"
             tmp = self.directory / f".{name}.tmp"
-            tmp.write_bytes(message.as_bytes())
+            tmp.write_bytes(message.data.replace(b"\r\n", b"\n"))
             os.replace(tmp, self.directory / name)
         except OSError as exc:
             raise TemporaryFailure(f"cannot write to {self.directory}: {exc}") from None

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.notifications.mail import PermanentFailure, SmtpSender, TemporaryFailure, build_message
+from services.notifications.mail import PermanentFailure, SmtpSender, TemporaryFailure, compose
 from tests.integration.test_notifications import send, welcome_command
 from tests.support.wait import wait_for
 
 
 def message(to: str):
-    return build_message(
+    return compose(
         delivery_id=uuid.uuid4(),
         mail_from="Coworking <no-reply@coworking.invalid>",
         to_email=to,
