@@ -213,8 +213,7 @@ async def _remove_member(
     )
     if left_at is None:
         return None
-    changes: dict[str, Any] = {"paying_member_id": None} if team["paying_member_id"] == customer_id else {}
-    team = await _bump(conn, team["id"], **changes)
+    team = await _bump(conn, team["id"])
     await emit(
         conn,
         TeamMemberRemovedV1(team_id=team["id"], customer_id=customer_id, left_at=left_at),
@@ -224,6 +223,19 @@ async def _remove_member(
         correlation_id=correlation_id,
         causation_id=correlation_id,
     )
+    if team["paying_member_id"] == customer_id:  # the team has no paying member any more: say so
+        team = await _bump(conn, team["id"], paying_member_id=None)
+        await emit(
+            conn,
+            TeamUpdatedV1(
+                team_id=team["id"], changes={"paying_member_id": {"old": customer_id, "new": None}}, **_settings(team)
+            ),
+            producer=SERVICE,
+            subject=team["id"],
+            sequence=team["version"],
+            correlation_id=correlation_id,
+            causation_id=correlation_id,
+        )
     return team
 
 

@@ -301,6 +301,12 @@ async def test_consumption_draws_own_then_the_paying_member_then_the_others(env)
     _, ledger = await api.call("GET", f"/v1/customers/{mate['id']}/credits/entries", 200)
     draw = [e for e in ledger["items"] if e["reason"] == "consumption"]
     assert [(d["amount"], d["consumer_id"], d["team_id"]) for d in draw] == [(-1, consumer["id"], team["id"])]
+    # the paying member leaves: the team has none any more, and says so
+    await api.call("DELETE", f"/v1/teams/{team['id']}/members/{payer['id']}", 204)
+    _, after = await api.call("GET", f"/v1/teams/{team['id']}", 200)
+    assert after["paying_member_id"] is None
+    [cleared] = await wait_for(lambda: payloads(recorder, "customers.team.updated.v1", team_id=team["id"]))
+    assert cleared["changes"] == {"paying_member_id": {"old": payer["id"], "new": None}}
     # sharing off: the pool is gone
     await api.call("PATCH", f"/v1/teams/{team['id']}", 200, json={"share_booking_credit": False})
     assert (await api.credits(consumer))["booking"] == {"own": 0, "available": 0}
