@@ -56,7 +56,7 @@ SHARING_TEAM_SQL = """
       AND EXISTS (SELECT 1 FROM team_memberships o JOIN customers c ON c.id = o.customer_id
                   WHERE o.team_id = t.id AND o.left_at IS NULL
                     AND c.kind = 'member' AND c.standing = 'active' AND c.erased_at IS NULL)
-    ORDER BY m.joined_at, t.id LIMIT 1"""
+    ORDER BY m.joined_at, m.id LIMIT 1"""
 
 
 async def decide(conn: asyncpg.Connection | asyncpg.Pool, customer_id: uuid.UUID) -> Decision | None:

@@ -171,7 +171,7 @@ async def sources(conn: asyncpg.Connection, customer_id: uuid.UUID, kind: str) -
             JOIN teams t ON t.id = m.team_id AND t.deleted_at IS NULL AND t.{column}
             JOIN team_memberships o ON o.team_id = t.id AND o.left_at IS NULL
             WHERE m.customer_id = $1 AND m.left_at IS NULL
-            ORDER BY m.joined_at, t.id, (o.customer_id = t.paying_member_id) DESC, o.joined_at, o.customer_id""",
+            ORDER BY m.joined_at, m.id, (o.customer_id = t.paying_member_id) DESC, o.joined_at, o.id""",
         customer_id,
     )
     out = [Source(customer_id, None)]

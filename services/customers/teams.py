@@ -543,7 +543,7 @@ async def customer_teams(request: web.Request) -> web.Response:
         """SELECT t.id AS team_id, t.name, m.role, m.joined_at, t.share_booking_credit, t.share_printing_credit,
                   t.share_access
            FROM team_memberships m JOIN teams t ON t.id = m.team_id
-           WHERE m.customer_id = $1 AND m.left_at IS NULL AND t.deleted_at IS NULL ORDER BY m.joined_at, t.id""",
+           WHERE m.customer_id = $1 AND m.left_at IS NULL AND t.deleted_at IS NULL ORDER BY m.joined_at, m.id""",
         customer_id,
     )
     items = [{**dict(r), "team_id": str(r["team_id"]), "joined_at": r["joined_at"].isoformat()} for r in rows]

@@ -511,3 +511,33 @@ def test_gray_code_visits_every_combination_once_one_switch_at_a_time():
     codes = gray_code(5)
     assert len(set(codes)) == 32 == len(codes)
     assert all(sum(a != b for a, b in zip(p, q, strict=True)) == 1 for p, q in itertools.pairwise(codes))
+
+
+async def test_a_customer_in_several_teams_draws_only_on_those_that_share_in_the_order_joined(env):
+    api, _, _ = env
+    me, first_mate, second_mate, third_mate = [await api.customer(n) for n in ("Me", "First", "Second", "Third")]
+    sharing_later = await api.team(share_booking_credit=True)
+    not_sharing = await api.team(share_booking_credit=False, share_access=True)
+    sharing_first = await api.team(share_booking_credit=True)
+    await api.join(sharing_first, me)
+    await api.join(sharing_first, first_mate)
+    await api.join(not_sharing, me)
+    await api.join(not_sharing, third_mate)
+    await api.join(sharing_later, me)
+    await api.join(sharing_later, second_mate)
+    for mate in (first_mate, second_mate, third_mate):
+        await api.grant(mate, "booking", 4)
+    assert (await api.credits(me))["booking"] == {"own": 0, "available": 8}
+    status, paid = await api.consume(me, "booking", 6)
+    assert status == 201
+    assert [(p["customer_id"], p["team_id"], p["amount"]) for p in paid["paid_by"]] == [
+        (first_mate["id"], sharing_first["id"], 4),
+        (second_mate["id"], sharing_later["id"], 2),
+    ]
+    assert (await api.credits(third_mate))["booking"]["own"] == 4
+    # access comes through the one team that shares it, once its member has a contract
+    assert (await api.access(me))["rule"] == "no_membership"
+    await api.contract(third_mate, await api.plan())
+    assert (await api.access(me))["team_id"] == not_sharing["id"]
+    _, mine = await api.call("GET", f"/v1/customers/{me['id']}/teams", 200)
+    assert [t["team_id"] for t in mine["items"]] == [sharing_first["id"], not_sharing["id"], sharing_later["id"]]
