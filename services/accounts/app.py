@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.accounts import security
+from services.accounts import security, store
 from services.accounts.handlers import SERVICE, WelcomeConfig, make_handlers
 from services.accounts.routes import ACCOUNTS_CFG, WELCOME_KEY, routes
 from services.accounts.settings import AccountsSettings
@@ -48,7 +48,12 @@ def create_app(settings: AccountsSettings) -> web.Application:
         password_reset_ttl=timedelta(minutes=settings.password_reset_ttl_minutes),
     )
     app = create_service_app(
-        SERVICE, settings, migrations_dir=MIGRATIONS, consumers=make_handlers(welcome), verifier=verifier
+        SERVICE,
+        settings,
+        migrations_dir=MIGRATIONS,
+        consumers=make_handlers(welcome),
+        verifier=verifier,
+        cleanup_sql=(store.CUSTOMER_FACTS_CLEANUP_SQL,),
     )
     app[WELCOME_KEY] = welcome
     rt = app[RUNTIME]

@@ -244,6 +244,7 @@ async def apply_customer_state(
     role_changed.v1`` and a status change with ``accounts.account.suspended.v1`` / ``reactivated.v1``, each with
     the account version it produced as sequence. A profile change is not announced (it only bumps the version).
     A new email that belongs to another account is a PermanentError (the event goes to the dead-letter queue)."""
+    await store.lock_customer(conn, customer_id)
     try:
         row = await store.apply_customer_state(
             conn,
@@ -254,6 +255,17 @@ async def apply_customer_state(
             email=email,
             full_name=full_name,
         )
+        if row is None and not await conn.fetchval("SELECT 1 FROM accounts WHERE customer_id = $1", customer_id):
+            # no account yet: kept for the account an earlier event (handled later) may still make
+            await store.remember_customer_facts(
+                conn,
+                customer_id=customer_id,
+                sequence=env.sequence,
+                kind=kind,
+                standing=standing,
+                email=email,
+                full_name=full_name,
+            )
     except store.EmailTaken:
         raise PermanentError(
             f"customer {customer_id}: another account already uses the new email address, so the login email "
@@ -302,6 +314,7 @@ async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: Cus
     failures are deleted, and access is revoked for good (announced, so every service refuses its tokens);
     both watermarks go to the maximum so no late customer event brings anything back. The published copies of
     the events and email requests about it are deleted from the outbox, and emails not yet requested are not."""
+    await conn.execute("DELETE FROM customer_facts WHERE customer_id = $1", event.customer_id)
     account = await conn.fetchrow(
         "SELECT id, email, status, erased_at FROM accounts WHERE customer_id = $1 FOR UPDATE", event.customer_id
     )
@@ -337,7 +350,10 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
     ) -> None:
         """An invited account with its welcome email, made from the customer as of this event; when the
         customer already has an account nothing is created or sent (a repeated request), and the account only
-        follows the event if it is newer than what it holds."""
+        follows the event if it is newer than what it holds. Then the account catches up with newer events
+        handled while it did not exist yet (the welcome email goes out with this event's name and email)."""
+        await store.lock_customer(conn, event.customer_id)
+        facts = await store.take_customer_facts(conn, event.customer_id)
         created = await create_invited_account(
             conn,
             cfg,
@@ -353,6 +369,24 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
         if created is None:
             await apply_customer_state(
                 conn, env, event.customer_id, event.kind, event.standing, email=event.email, full_name=event.full_name
+            )
+        if facts is not None:
+            if facts["profile_sequence"]:
+                await apply_customer_state(
+                    conn,
+                    env.model_copy(update={"sequence": facts["profile_sequence"]}),
+                    event.customer_id,
+                    facts["kind"],
+                    facts["standing"],
+                    email=facts["email"],
+                    full_name=facts["full_name"],
+                )
+            await apply_customer_state(
+                conn,
+                env.model_copy(update={"sequence": facts["sequence"]}),
+                event.customer_id,
+                facts["kind"],
+                facts["standing"],
             )
 
     async def on_customer_created(conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1) -> None:

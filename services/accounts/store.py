@@ -53,6 +53,51 @@ async def insert_account(
         raise
 
 
+CUSTOMER_FACTS_CLEANUP_SQL = "DELETE FROM customer_facts WHERE updated_at < now() - interval '1 day'"
+
+
+async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> None:
+    """Serialise, until the end of the transaction, the handling of events about one customer: making its account
+    and applying a later event then see each other (whichever runs first)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7031))", f"customer:{customer_id}")
+
+
+async def remember_customer_facts(
+    conn: asyncpg.Connection,
+    *,
+    customer_id: uuid.UUID,
+    sequence: int,
+    kind: str,
+    standing: str,
+    email: str | None,
+    full_name: str | None,
+) -> None:
+    """Keep what an event says about a customer without an account, unless newer facts are already kept."""
+    await conn.execute(
+        """INSERT INTO customer_facts AS f (customer_id, sequence, kind, standing, profile_sequence, email, full_name)
+           VALUES ($1, $2, $3, $4, CASE WHEN $5::text IS NULL THEN 0 ELSE $2 END, $5, $6)
+           ON CONFLICT (customer_id) DO UPDATE SET
+               sequence = GREATEST(f.sequence, EXCLUDED.sequence),
+               kind = CASE WHEN EXCLUDED.sequence > f.sequence THEN EXCLUDED.kind ELSE f.kind END,
+               standing = CASE WHEN EXCLUDED.sequence > f.sequence THEN EXCLUDED.standing ELSE f.standing END,
+               profile_sequence = GREATEST(f.profile_sequence, EXCLUDED.profile_sequence),
+               email = CASE WHEN EXCLUDED.profile_sequence > f.profile_sequence THEN EXCLUDED.email ELSE f.email END,
+               full_name = CASE WHEN EXCLUDED.profile_sequence > f.profile_sequence
+                                THEN EXCLUDED.full_name ELSE f.full_name END,
+               updated_at = now()""",
+        customer_id,
+        sequence,
+        kind,
+        standing,
+        email,
+        full_name,
+    )
+
+
+async def take_customer_facts(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("DELETE FROM customer_facts WHERE customer_id = $1 RETURNING *", customer_id)
+
+
 async def insert_invitation(
     conn: asyncpg.Connection,
     *,
