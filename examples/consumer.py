@@ -2,6 +2,7 @@
 
     python examples/consumer.py --amqp-url amqp://guest:guest@127.0.0.1:5672/ \
         --queue my-app.customer-events --bind 'customers.customer.*.v1'
+    python examples/consumer.py --queue door-system.access --bind 'customers.access.*.v1'   # a door system
 
 What it shows (README, "Events"):
 
@@ -10,7 +11,11 @@ What it shows (README, "Events"):
 - Delivery is at least once, so it **deduplicates on ``event_id``**.
 - Per subject it keeps the **latest ``sequence``** and ignores an event that is not newer (a stale or reordered
   delivery): ``customers.customer.*`` events carry the customer's kind and standing after the change, so applying
-  only newer ones converges whatever the delivery order.
+  only newer ones converges whatever the delivery order. The same holds for ``customers.access.*`` (``subject``:
+  the customer, ``sequence``: their access version; granted or revoked is the whole state), which is what a door
+  system needs. A subject's sequence counts within its stream (the event type without its last part): the
+  customer id is the subject of ``customers.customer.*``, ``customers.access.*`` and ``customers.credit.*``, each
+  with its own counter, so the latest sequence is kept per (stream, subject).
 - It **acks after handling**. A message that is not an envelope is rejected (dropped: give the queue a
   dead-letter exchange in a real deployment); when your handler raises, the message goes back to the queue and is
   tried again, up to the quorum queue's delivery limit.
@@ -54,14 +59,20 @@ class ConsumerState:
     """What the consumer remembers (in memory only: see the module docstring)."""
 
     seen: set[uuid.UUID] = field(default_factory=set)
-    latest: dict[str, int] = field(default_factory=dict)  # subject -> newest sequence applied
+    latest: dict[tuple[str, str], int] = field(default_factory=dict)  # (stream, subject) -> newest sequence applied
     counts: dict[Outcome, int] = field(default_factory=lambda: {"applied": 0, "duplicate": 0, "stale": 0, "invalid": 0})
 
 
+def stream(envelope: Envelope) -> str:
+    """The sequence's counter: ``customers.access`` for ``customers.access.granted`` (sequences of one subject are
+    comparable only within one stream)."""
+    return envelope.event_type.rpartition(".")[0]
+
+
 def print_event(envelope: Envelope) -> None:
-    """The default handler: one line per event (ids, kind and standing; no names or emails in the output)."""
+    """The default handler: one line per event (ids, kind, standing and access rule; no names or emails)."""
     payload = envelope.payload
-    details = [f"{key}={payload[key]}" for key in ("kind", "standing") if key in payload]
+    details = [f"{key}={payload[key]}" for key in ("kind", "standing", "rule", "team_id") if payload.get(key)]
     if isinstance(payload.get("changes"), dict):
         details.append("changed=" + ",".join(sorted(payload["changes"])))
     print(
@@ -81,7 +92,7 @@ async def process(state: ConsumerState, body: bytes, handle: Handler = print_eve
     else:
         if envelope.event_id in state.seen:
             outcome = "duplicate"
-        elif envelope.sequence <= state.latest.get(envelope.subject, -1):
+        elif envelope.sequence <= state.latest.get((stream(envelope), envelope.subject), -1):
             outcome = "stale"
             state.seen.add(envelope.event_id)
         else:
@@ -89,7 +100,7 @@ async def process(state: ConsumerState, body: bytes, handle: Handler = print_eve
             if inspect.isawaitable(result):
                 await result
             state.seen.add(envelope.event_id)
-            state.latest[envelope.subject] = envelope.sequence
+            state.latest[(stream(envelope), envelope.subject)] = envelope.sequence
             outcome = "applied"
     state.counts[outcome] += 1
     return outcome

@@ -4,9 +4,15 @@ from .client import Client
 from .errors import ApiError
 from .events import Envelope
 from .models import (
+    Access,
     Activated,
     Contract,
     ContractCancellation,
+    CreditBalance,
+    CreditBalances,
+    CreditConsumption,
+    CreditDraw,
+    CreditGrant,
     Customer,
     Delivery,
     FieldError,
@@ -14,6 +20,8 @@ from .models import (
     Plan,
     Problem,
     Suspended,
+    Team,
+    TeamMember,
     TokenGrant,
     UserAccountRequested,
     Visit,
@@ -22,11 +30,17 @@ from .models import (
 )
 
 __all__ = [
+    "Access",
     "Activated",
     "ApiError",
     "Client",
     "Contract",
     "ContractCancellation",
+    "CreditBalance",
+    "CreditBalances",
+    "CreditConsumption",
+    "CreditDraw",
+    "CreditGrant",
     "Customer",
     "Delivery",
     "Envelope",
@@ -35,6 +49,8 @@ __all__ = [
     "Plan",
     "Problem",
     "Suspended",
+    "Team",
+    "TeamMember",
     "TokenGrant",
     "UserAccountRequested",
     "Visit",

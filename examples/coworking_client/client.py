@@ -23,14 +23,22 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ApiError
 from .models import (
+    Access,
     Activated,
     Contract,
+    CreditBalances,
+    CreditConsumption,
+    CreditGrant,
+    CreditKind,
     Customer,
     Delivery,
     Page,
     Plan,
     Problem,
     Suspended,
+    Team,
+    TeamMember,
+    TeamRole,
     TokenGrant,
     UserAccountRequested,
     Visit,
@@ -214,6 +222,119 @@ class Client:
         path = f"/v1/contracts/{contract_id}/cancellation"
         return await self._call(Contract, "customers", "POST", path, json=body)
 
+    # customers: teams ------------------------------------------------------------------------------------------
+
+    async def create_team(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        paying_member_id: Id | None = None,
+        max_size: int | None = None,
+        share_booking_credit: bool = False,
+        share_printing_credit: bool = False,
+        share_access: bool = False,
+        idempotency_key: str | None = None,
+        retries: int = 0,
+    ) -> Team:
+        """POST /v1/teams (operators). The paying member joins at once; their credit is drawn on first when the
+        team shares credit. A name in use is ``ApiError`` 409."""
+        body = _without_none(
+            name=name,
+            description=description,
+            paying_member_id=paying_member_id,
+            max_size=max_size,
+            share_booking_credit=share_booking_credit,
+            share_printing_credit=share_printing_credit,
+            share_access=share_access,
+        )
+        return await self._create(Team, "customers", "/v1/teams", body, idempotency_key, retries)
+
+    async def get_team(self, team_id: Id) -> Team:
+        """GET /v1/teams/{id}: operators any team, a member their own (anyone else: 403)."""
+        return await self._call(Team, "customers", "GET", f"/v1/teams/{team_id}")
+
+    async def update_team(self, team_id: Id, version: int | None = None, **changes: Any) -> Team:
+        """PATCH /v1/teams/{id} (operators); with ``version`` it sends ``If-Match`` and a stale one is
+        ``ApiError`` 412. ``changes``: ``name``, ``description``, ``paying_member_id`` (a current member),
+        ``max_size``, ``share_booking_credit``, ``share_printing_credit``, ``share_access``; ``None`` clears
+        ``paying_member_id`` and ``max_size``. Switching ``share_access`` grants or revokes the members' access."""
+        headers = {"If-Match": f'"{version}"'} if version is not None else None
+        return await self._call(Team, "customers", "PATCH", f"/v1/teams/{team_id}", json=changes, headers=headers)
+
+    async def delete_team(self, team_id: Id) -> None:
+        """DELETE /v1/teams/{id} (operators): every membership ends now, and the shared credit and access with it."""
+        await self._request("customers", "DELETE", f"/v1/teams/{team_id}")
+
+    async def list_teams(self, *, q: str | None = None, page_size: int | None = None) -> AsyncIterator[Team]:
+        """GET /v1/teams, every page, by name: ``async for team in api.list_teams(q="acme"): ...``"""
+        params = _without_none(q=q, limit=page_size)
+        async for team in self._pages(Team, "customers", "/v1/teams", params):
+            yield team
+
+    async def add_team_member(self, team_id: Id, customer_id: Id, role: TeamRole = "member") -> TeamMember:
+        """POST /v1/teams/{id}/members (operators, or the team's admins). Already a member or the team full:
+        ``ApiError`` 409."""
+        body = {"customer_id": customer_id, "role": role}
+        return await self._call(TeamMember, "customers", "POST", f"/v1/teams/{team_id}/members", json=body)
+
+    async def remove_team_member(self, team_id: Id, customer_id: Id) -> None:
+        """DELETE /v1/teams/{id}/members/{customer_id} (operators, the team's admins, or the member leaving). The
+        membership ends now; its dates stay (see ``list_team_members(on=...)``)."""
+        await self._request("customers", "DELETE", f"/v1/teams/{team_id}/members/{customer_id}")
+
+    async def list_team_members(self, team_id: Id, on: date | None = None) -> AsyncIterator[TeamMember]:
+        """GET /v1/teams/{id}/members: the current members in the order they joined, or with ``on`` everyone who
+        was a member at any time that day (in the space's time zone)."""
+        params = _without_none(on=on)
+        async for member in self._pages(TeamMember, "customers", f"/v1/teams/{team_id}/members", params):
+            yield member
+
+    # customers: credit and access -------------------------------------------------------------------------------
+
+    async def grant_credit(
+        self,
+        customer_id: Id,
+        kind: CreditKind,
+        amount: int,
+        *,
+        reference: str | None = None,
+        note: str | None = None,
+        idempotency_key: str | None = None,
+        retries: int = 0,
+    ) -> CreditGrant:
+        """POST /v1/customers/{id}/credits/grants (operators): add credit to the customer's own balance."""
+        body = _without_none(kind=kind, amount=amount, reference=reference, note=note)
+        path = f"/v1/customers/{customer_id}/credits/grants"
+        return await self._create(CreditGrant, "customers", path, body, idempotency_key, retries)
+
+    async def consume_credit(
+        self,
+        customer_id: Id,
+        kind: CreditKind,
+        amount: int,
+        reference: str,
+        *,
+        idempotency_key: str,
+        retries: int = 0,
+    ) -> CreditConsumption:
+        """POST /v1/customers/{id}/credits/consumptions: the customer's own balance first, then the credit their
+        teams share (the paying member's first); ``paid_by`` says who paid. The key is required (the server
+        answers 428 without one): a repeat with it never consumes twice, so ``retries`` are safe. Not enough
+        credit: ``ApiError`` 409 with ``e.problem.extensions["available"]``."""
+        body = {"kind": kind, "amount": amount, "reference": reference}
+        path = f"/v1/customers/{customer_id}/credits/consumptions"
+        return await self._create(CreditConsumption, "customers", path, body, idempotency_key, retries)
+
+    async def get_credits(self, customer_id: Id) -> CreditBalances:
+        """GET /v1/customers/{id}/credits: per kind, the ``own`` balance and what is ``available`` (own and the
+        credit of teams sharing it)."""
+        return await self._call(CreditBalances, "customers", "GET", f"/v1/customers/{customer_id}/credits")
+
+    async def get_access(self, customer_id: Id) -> Access:
+        """GET /v1/customers/{id}/access: space access now, with the ``rule`` that granted or denied it."""
+        return await self._call(Access, "customers", "GET", f"/v1/customers/{customer_id}/access")
+
     # notifications ---------------------------------------------------------------------------------------------
 
     async def list_deliveries(
@@ -305,6 +426,21 @@ class Client:
         headers: dict[str, str] | None = None,
         auth: bool = True,
     ) -> M:
+        body = await self._request(service, method, path, json=json, params=params, headers=headers, auth=auth)
+        return model.model_validate(body)
+
+    async def _request(
+        self,
+        service: Service,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+    ) -> Any:
+        """The decoded JSON answer (``None`` for a 204), or ``ApiError``."""
         try:
             base = self._bases[service]
         except KeyError:
@@ -323,7 +459,9 @@ class Client:
         ) as resp:
             if resp.status >= 400:
                 raise ApiError(resp.status, await _problem(resp), resp.headers.get("X-Request-ID"))
-            return model.model_validate(await resp.json(content_type=None))
+            if resp.status == 204:
+                return None
+            return await resp.json(content_type=None)
 
 
 async def _problem(resp: aiohttp.ClientResponse) -> Problem:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -77,6 +77,92 @@ class Suspended(Model):
 class UserAccountRequested(Model):
     customer_id: uuid.UUID
     portal_access: str
+
+
+# customers: teams, credit, access -----------------------------------------------------------------------------
+
+TeamRole = Literal["member", "admin"]
+CreditKind = Literal["booking", "printing"]
+
+
+class Team(Model):
+    id: uuid.UUID
+    name: str
+    description: str
+    paying_member_id: uuid.UUID | None
+    """The member whose credit the team draws on first (a current member, or none)."""
+    max_size: int | None
+    share_booking_credit: bool
+    share_printing_credit: bool
+    share_access: bool
+    """Members have space access while the team has an active member."""
+    member_count: int
+    """Current members."""
+    version: int
+    """The team's version; send it back as ``version`` to ``update_team`` (If-Match)."""
+    created_at: datetime
+    updated_at: datetime
+
+
+class TeamMember(Model):
+    team_id: uuid.UUID
+    customer_id: uuid.UUID
+    full_name: str
+    role: TeamRole
+    """``admin``: manages the team's roster with their own token."""
+    joined_at: datetime
+    left_at: datetime | None
+
+
+class CreditGrant(Model):
+    entry_id: int
+    customer_id: uuid.UUID
+    kind: CreditKind
+    amount: int
+    balance: int
+    """The customer's own balance of this kind after the grant."""
+
+
+class CreditDraw(Model):
+    customer_id: uuid.UUID
+    """Whose balance paid."""
+    team_id: uuid.UUID | None
+    """The sharing team, when it was not the consumer's own balance."""
+    amount: int
+
+
+class CreditConsumption(Model):
+    consumption_id: uuid.UUID
+    customer_id: uuid.UUID
+    kind: CreditKind
+    amount: int
+    reference: str
+    paid_by: list[CreditDraw]
+    """The balances that paid, in order: the consumer's own, then the paying member's, then the other members'."""
+    own_balance_after: int
+
+
+class CreditBalance(Model):
+    own: int
+    """The customer's own balance."""
+    available: int
+    """What they can consume now: their own and their teams' shared credit."""
+
+
+class CreditBalances(Model):
+    customer_id: uuid.UUID
+    booking: CreditBalance
+    printing: CreditBalance
+
+
+class Access(Model):
+    customer_id: uuid.UUID
+    granted: bool
+    rule: Literal["member", "team", "suspended", "erased", "no_membership"]
+    """The rule that granted (``member``, ``team``) or denied access."""
+    team_id: uuid.UUID | None
+    """Rule ``team``: the team whose active member grants access."""
+    explanation: str
 
 
 # accounts ------------------------------------------------------------------------------------------------------
@@ -177,7 +263,10 @@ class FieldError(Model):
 
 
 class Problem(Model):
-    """An RFC 9457 problem (``application/problem+json``)."""
+    """An RFC 9457 problem (``application/problem+json``). Members beyond the standard ones (``available`` in an
+    insufficient-credit 409, ``max_size`` in a team-full 409...) are kept: see ``extensions``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     type: str = "about:blank"
     title: str
@@ -185,3 +274,8 @@ class Problem(Model):
     detail: str | None = None
     instance: str | None = None
     errors: list[FieldError] = []
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """The problem type's own members (RFC 9457 extension members), e.g. ``{"available": 3}``."""
+        return dict(self.model_extra or {})

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from consumer import Consumer
@@ -107,7 +108,7 @@ async def test_the_consumer_ignores_a_stale_event_and_keeps_the_newest_state(
         ("customers.customer.reactivated", 3),
     ]
     assert mine[-1].payload["standing"] == "active"
-    assert consumer.state.latest[str(customer.id)] == 3
+    assert consumer.state.latest[("customers.customer", str(customer.id))] == 3
 
 
 async def test_a_message_that_is_not_an_envelope_is_refused_and_consuming_goes_on(amqp, prefix, consumer):
@@ -160,11 +161,8 @@ def body(envelope) -> bytes:
     return envelope.model_dump_json().encode()
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-async def test_run_as_a_program_it_prints_one_line_per_event_and_stops_cleanly_on_a_signal(
-    amqp, prefix, own_queue, stop_signal
-):
-    queue = own_queue("my-app.program")
+async def start_program(prefix: str, queue: str, binding: str) -> asyncio.subprocess.Process:
+    """``python examples/consumer.py`` as a reader runs it, once it has declared and bound its queue."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLES / "consumer.py"),
@@ -175,14 +173,27 @@ async def test_run_as_a_program_it_prints_one_line_per_event_and_stops_cleanly_o
         "--queue",
         queue,
         "--bind",
-        "customers.customer.*.v1",
+        binding,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         started = await asyncio.wait_for(proc.stderr.readline(), timeout=15)
-        assert started.startswith(f"consuming {prefix}{queue}".encode()), started
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert started.startswith(f"consuming {prefix}{queue}".encode()), started
+    return proc
 
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+async def test_run_as_a_program_it_prints_one_line_per_event_and_stops_cleanly_on_a_signal(
+    amqp, prefix, own_queue, stop_signal
+):
+    queue = own_queue("my-app.program")
+    proc = await start_program(prefix, queue, "customers.customer.*.v1")
+    try:
         event = created_event()
         for _ in range(2):  # the same event twice: one line
             await publish_raw(amqp, f"{prefix}events", event.routing_key, body(event), str(event.event_id))
@@ -202,3 +213,62 @@ async def test_run_as_a_program_it_prints_one_line_per_event_and_stops_cleanly_o
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_door_system_bound_to_the_access_events_lets_a_team_member_in_then_out(
+    system_factory, keys, prefix, own_queue
+):
+    """The consumer as a door system: a contact gains access through a team that shares it (its paying member
+    has a running contract) and loses it when the team's share_access is switched off."""
+    system = system_factory()
+    await system.start("customers")
+    proc = await start_program(prefix, own_queue("door-system.access"), "customers.access.*.v1")
+    lines: list[str] = []
+
+    async def read_stdout() -> None:
+        while line := await proc.stdout.readline():
+            lines.append(line.decode())
+
+    reader = asyncio.create_task(read_stdout())
+    try:
+        async with Client(dict(system.urls), token=keys.token()) as api:
+            payer = await api.create_customer("Ada Lovelace", f"ada-{uuid.uuid4().hex[:6]}@example.com")
+            plan = await api.create_plan(f"Hot desk {uuid.uuid4().hex[:6]}", 19900, "EUR", "month")
+            await api.create_contract(payer.id, plan.id, starts_on=datetime.now(UTC).date())
+            contact = await api.create_customer("Charles Babbage", f"charles-{uuid.uuid4().hex[:6]}@example.com")
+            team = await api.create_team("Acme Ltd", paying_member_id=payer.id, share_access=True)
+            await api.add_team_member(team.id, contact.id)
+            assert (await api.get_access(contact.id)).granted
+            await wait_for(lambda: door(lines, contact.id), what="the contact's access granted, printed")
+            await api.update_team(team.id, share_access=False)
+            assert not (await api.get_access(contact.id)).granted
+
+        printed = await wait_for(
+            lambda: len(door(lines, contact.id)) == 2 and door(lines, contact.id), what="granted, then revoked"
+        )
+        assert printed == [
+            ("customers.access.granted.v1", "1", f"rule=team team_id={team.id}"),
+            ("customers.access.revoked.v1", "2", "rule=no_membership"),
+        ]
+        assert door(lines, payer.id) == [("customers.access.granted.v1", "1", "rule=member")]  # kept: a member
+        assert all("customers.access." in line and "@" not in line for line in lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await reader
+    assert b"stopped: 3 applied" in await proc.stderr.read()  # the payer's grant, the contact's grant and revocation
+
+
+def door(lines: list[str], customer_id: uuid.UUID) -> list[tuple[str, str, str]]:
+    """(routing key, sequence, details) of the lines the consumer printed about one customer, in order."""
+    out = []
+    for line in lines:
+        _, routing_key, subject, sequence, *details = line.split()
+        if subject == f"subject={customer_id}":
+            out.append((routing_key, sequence.removeprefix("sequence="), " ".join(details)))
+    return out
