@@ -55,6 +55,10 @@ ERROR_TEXT = {
 
 IDEMPOTENCY_KEY = {"Idempotency-Key": "Retry-safe creation: a retry with the same key gets the first response"}
 IF_MATCH = {"If-Match": "The ETag of the version being changed (required)"}
+IF_MATCH_OPTIONAL = {"If-Match": "The ETag of the version being changed; a stale one gets 412"}
+IDEMPOTENCY_KEY_REQUIRED = {
+    "Idempotency-Key": "Retry-safe: a retry with the same key gets the first response, never a second effect (required)"
+}
 
 
 def describe(
@@ -126,7 +130,13 @@ def build(app: web.Application, *, title: str, version: str, description: str) -
                 )
         for header, text_ in doc.get("headers", {}).items():
             params.append(
-                {"name": header, "in": "header", "required": False, "schema": {"type": "string"}, "description": text_}
+                {
+                    "name": header,
+                    "in": "header",
+                    "required": text_.endswith("(required)"),
+                    "schema": {"type": "string"},
+                    "description": text_,
+                }
             )
         if params:
             op["parameters"] = params

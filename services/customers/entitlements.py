@@ -22,7 +22,7 @@ from services.customers.routes import _locked, actor_of, own_customer_id
 from shared.auth import CUSTOMER_ROLES, OPERATOR, policy, roles
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.idempotency import Idempotency
-from shared.openapi import IDEMPOTENCY_KEY, describe
+from shared.openapi import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REQUIRED, describe
 from shared.service import RUNTIME
 
 routes = web.RouteTableDef()
@@ -120,13 +120,14 @@ async def grant(request: web.Request) -> web.Response:
     status=201,
     errors=(409, 428),
     tag="credit",
-    headers=IDEMPOTENCY_KEY,
+    headers=IDEMPOTENCY_KEY_REQUIRED,
 )
 @policy(roles("admin", *CUSTOMER_ROLES, changes_state=True, scope="credits:write"))
 async def consume(request: web.Request) -> web.Response:
     """Consume credit: the customer's own balance first, then the shared credit of their teams (the paying
     member's first); the answer says which balances paid. ``Idempotency-Key`` is required, so a retried request
-    never consumes twice. Not enough credit: 409 with ``available``. A suspended customer cannot consume (409 for
+    never consumes twice. Not enough credit: 409 ``urn:problem:insufficient-credit`` with ``available`` (the credit
+    that could be consumed) beside the usual problem fields. A suspended customer cannot consume (409 for
     operators and services acting for them, 403 for their own token)."""
     customer_id = own_customer_id(request)
     if request.headers.get("Idempotency-Key") is None:
@@ -182,9 +183,13 @@ async def consume(request: web.Request) -> web.Response:
 @policy(roles("admin", *CUSTOMER_ROLES, scope="customers:read"))
 async def get_access(request: web.Request) -> web.Response:
     """Effective space access now, with the rule that granted or denied it: an active member; a team sharing
-    access that has an active member; never while suspended."""
+    access that has an active member; never while suspended. ``sequence`` is that of the last
+    ``customers.access.*`` event for the customer (read in the same snapshot): a door system that reads this and
+    then applies only queued events with a higher sequence is never wrong."""
     customer_id = own_customer_id(request)
-    decision = await access.decide(request.app[RUNTIME].db, customer_id)
-    if decision is None:
-        raise Problem(404, "Not found", f"No customer {customer_id}")
-    return json_response(decision.view(customer_id))
+    async with request.app[RUNTIME].db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        decision = await access.decide(conn, customer_id)
+        if decision is None:
+            raise Problem(404, "Not found", f"No customer {customer_id}")
+        sequence = await conn.fetchval("SELECT version FROM customer_access WHERE customer_id = $1", customer_id)
+    return json_response({**decision.view(customer_id), "sequence": sequence or 0})

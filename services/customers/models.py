@@ -414,3 +414,6 @@ class Access(BaseModel):
     )
     team_id: uuid.UUID | None = Field(description="rule team: the team whose active member grants access")
     explanation: str
+    sequence: int = Field(
+        description="Sequence of the last customers.access.* event published for the customer (0: none yet)"
+    )

@@ -40,7 +40,7 @@ from shared.events import (
 from shared.events.base import Message
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.idempotency import Idempotency
-from shared.openapi import IDEMPOTENCY_KEY, describe
+from shared.openapi import IDEMPOTENCY_KEY, IF_MATCH_OPTIONAL, describe
 from shared.outbox import emit
 from shared.service import RUNTIME
 
@@ -334,7 +334,7 @@ async def get_team(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v1/teams/{id}")
-@describe(body=TeamPatch, response=Team, errors=(409, 412), tag="teams")
+@describe(body=TeamPatch, response=Team, errors=(409, 412), tag="teams", headers=IF_MATCH_OPTIONAL)
 @policy(OPERATOR)
 async def update_team(request: web.Request) -> web.Response:
     """Change a team's settings (``If-Match`` with its ETag optional: a stale one gets 412). Turning

@@ -441,6 +441,8 @@ async def test_access_follows_every_combination_of_plan_suspension_and_team_shar
         for me in ("x", "y"):
             await wait_for(lambda me=me: access_events(me) == expected_events[me], what=f"{me} events after {state}")
     assert expected_events["x"] and expected_events["y"]  # the walk did grant and revoke
+    for me in ("x", "y"):  # the answer's sequence is that of the last access event
+        assert (await api.access(people[me]))["sequence"] == len(expected_events[me])
 
 
 async def test_removing_a_member_or_deleting_the_team_revokes_access_that_came_through_it(env):
