@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from bench import load, plot, profile
 from bench.system import ROOT, SERVICES, Sampler, System, describe_machine, machine_line
 
 RESULTS = ROOT / "bench" / "results"
+FIGURES = ROOT / "bench" / "figures"  # the published run (--publish), committed
 CPU_GROUPS = (*SERVICES, "ceiling", "postgres", "rabbitmq", "bench", "other", "machine")
 
 
@@ -51,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="record each service with py-spy during each welcome rate (files in the run's log folder)",
+    )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="also copy the JSON and PNG to bench/figures/latest.{json,png} (the figures the README shows)",
     )
     p.add_argument("--seed", type=int, default=500, help="customers created for the read phase (default 500)")
     p.add_argument(
@@ -239,18 +246,31 @@ async def run(args: argparse.Namespace) -> int:
         }
         closed = {"concurrency": args.concurrency, "duration": args.duration, "warmup": args.warmup, "sampler": sampler}
 
+        async def profiled(phase: Any, name: str, tag: str) -> Any:
+            """The phase, with ``name``'s process recorded by py-spy throughout when --profile is on."""
+            if not args.profile:
+                return await phase
+            res, _ = await asyncio.gather(
+                phase, profile.record({name: pids[name]}, args.warmup + args.duration, run_dir, tag)
+            )
+            return res
+
         if "read" in args.phases:
             print(f"bench: seeding {args.seed} customers", flush=True)
             ids = await load.seed_customers(system, args.seed)
             await load.settle(system, settle_limit)
             print(f"bench: read, ceiling then service, {args.concurrency} clients, {args.duration:g} s", flush=True)
-            result["read_ceiling"] = await load.read_phase(system, ids, ceiling=True, **closed)
-            result["read"] = await load.read_phase(system, ids, **closed)
+            result["read_ceiling"] = await profiled(
+                load.read_phase(system, ids, ceiling=True, **closed), "ceiling", "read"
+            )
+            result["read"] = await profiled(load.read_phase(system, ids, **closed), "customers", "read")
 
         if "write" in args.phases:
             print(f"bench: write, ceiling then service, {args.concurrency} clients, {args.duration:g} s", flush=True)
-            result["write_ceiling"] = await load.write_phase(system, ceiling=True, **closed)
-            result["write"] = await load.write_phase(system, **closed)
+            result["write_ceiling"] = await profiled(
+                load.write_phase(system, ceiling=True, **closed), "ceiling", "write"
+            )
+            result["write"] = await profiled(load.write_phase(system, **closed), "customers", "write")
             result["write"]["settle_s"] = await load.settle(system, settle_limit)  # the events it caused
         result["ratios"] = ratios(result)
 
@@ -297,6 +317,11 @@ async def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the figures matter more than the picture
         problems.append(f"could not draw the plot: {type(exc).__name__}: {exc}")
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    if args.publish and not problems:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, FIGURES / "latest.json")
+        if result.get("plot_file"):
+            shutil.copyfile(ROOT / result["plot_file"], FIGURES / "latest.png")
     if "memory" in result:
         print()
         print(render(result))

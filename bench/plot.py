@@ -18,7 +18,7 @@ def plot(result: dict[str, Any], out: Path) -> Path | None:
 
     offered = [s["offered_per_s"] for s in welcome]
     drain = welcome[0].get("drain_limit_s", 30)
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 5.4), constrained_layout=True)
     for key, label, style in (("p50_ms", "p50", "o-"), ("p95_ms", "p95", "s-"), ("p99_ms", "p99", "^-")):
         # a percentile that never completed (emails missing after the drain) is drawn at the drain limit
         ys = [s[key] if s[key] is not None else drain * 1000 for s in welcome]
@@ -52,8 +52,23 @@ def plot(result: dict[str, Any], out: Path) -> Path | None:
         lines.append(
             "  ".join(f"{k} {v['rps']:.0%} of the bare ceiling's req/s" for k, v in ratios.items() if v.get("rps"))
         )
+    others = [c.get("other", 0.0) for phase, c in (result.get("cpu") or {}).items() if phase.startswith("welcome")]
+    if others:
+        lines.append(
+            f"other processes on the machine used {min(others):.0f}-{max(others):.0f}% of one core "
+            f"(of {100 * result['machine']['nproc']}%) during the welcome phases"
+        )
     fig.suptitle("\n".join(lines), fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+if __name__ == "__main__":  # redraw: python bench/plot.py bench/results/<stamp>.json [out.png]
+    import sys
+
+    import orjson
+
+    src = Path(sys.argv[1])
+    print(plot(orjson.loads(src.read_bytes()), Path(sys.argv[2]) if len(sys.argv) > 2 else src.with_suffix(".png")))
