@@ -120,8 +120,8 @@ def render(result: dict[str, Any]) -> str:
         ),
         "note: the load generator and the SMTP server (one Python process) share these cores with everything measured",
         "",
-        f"HTTP, closed loop: {cfg['concurrency']} clients, {cfg['duration_s']:g} s each "
-        f"(after {cfg['warmup_s']:g} s warm-up); {cfg['seed']} customers to read",
+        f"HTTP, closed loop: {cfg['concurrency']} clients, {cfg['duration_s']:g} s each, in two halves in ABBA order "
+        f"(ceiling, service, service, ceiling; {cfg['warmup_s']:g} s warm-up each); {cfg['seed']} customers to read",
         f"  {'phase':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}",
     ]
     rows = (
@@ -244,33 +244,51 @@ async def run(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "profile": args.profile,
         }
-        closed = {"concurrency": args.concurrency, "duration": args.duration, "warmup": args.warmup, "sampler": sampler}
+        # ceiling and service are each measured in two halves, in ABBA order (ceiling, service, service, ceiling), so
+        # that a change in whatever else runs on the machine weighs on both alike
+        half = {
+            "concurrency": args.concurrency,
+            "duration": args.duration / 2,
+            "warmup": args.warmup,
+            "sampler": sampler,
+        }
 
         async def profiled(phase: Any, name: str, tag: str) -> Any:
             """The phase, with ``name``'s process recorded by py-spy throughout when --profile is on."""
             if not args.profile:
                 return await phase
-            res, _ = await asyncio.gather(
-                phase, profile.record({name: pids[name]}, args.warmup + args.duration, run_dir, tag)
-            )
+            seconds = args.warmup + args.duration / 2
+            res, _ = await asyncio.gather(phase, profile.record({name: pids[name]}, seconds, run_dir, tag))
             return res
+
+        async def abba(kind: str, run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            """(ceiling, service) results of ``run(ceiling=...)``, measured ceiling, service, service, ceiling."""
+            parts: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+            for i, ceiling in enumerate((True, False, False, True)):
+                name = "ceiling" if ceiling else "customers"
+                if i == 3 and kind == "write":  # not while the consumers still handle the service's events
+                    await load.settle(system, settle_limit)
+                parts[ceiling].append(await profiled(run(ceiling=ceiling), name, f"{kind}-{len(parts[ceiling])}"))
+            return load.merge(parts[True]), load.merge(parts[False])
 
         if "read" in args.phases:
             print(f"bench: seeding {args.seed} customers", flush=True)
             ids = await load.seed_customers(system, args.seed)
             await load.settle(system, settle_limit)
-            print(f"bench: read, ceiling then service, {args.concurrency} clients, {args.duration:g} s", flush=True)
-            result["read_ceiling"] = await profiled(
-                load.read_phase(system, ids, ceiling=True, **closed), "ceiling", "read"
+            print(
+                f"bench: read, ceiling and service (ABBA), {args.concurrency} clients, {args.duration:g} s", flush=True
             )
-            result["read"] = await profiled(load.read_phase(system, ids, **closed), "customers", "read")
+            result["read_ceiling"], result["read"] = await abba(
+                "read", lambda ceiling: load.read_phase(system, ids, ceiling=ceiling, **half)
+            )
 
         if "write" in args.phases:
-            print(f"bench: write, ceiling then service, {args.concurrency} clients, {args.duration:g} s", flush=True)
-            result["write_ceiling"] = await profiled(
-                load.write_phase(system, ceiling=True, **closed), "ceiling", "write"
+            print(
+                f"bench: write, ceiling and service (ABBA), {args.concurrency} clients, {args.duration:g} s", flush=True
             )
-            result["write"] = await profiled(load.write_phase(system, **closed), "customers", "write")
+            result["write_ceiling"], result["write"] = await abba(
+                "write", lambda ceiling: load.write_phase(system, ceiling=ceiling, **half)
+            )
             result["write"]["settle_s"] = await load.settle(system, settle_limit)  # the events it caused
         result["ratios"] = ratios(result)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,30 @@ async def closed_loop(
         "max_ms": ms(max(latencies) if latencies else math.nan),
         "errors": sum(errors.values()),
         "error_kinds": dict(errors),
+        "_latencies": latencies,  # for merge(); dropped from the result file
+    }
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One closed-loop result from several slices of the same measurement (see the harness: ceiling and service
+    alternate in ABBA order so that a change in the machine's load meanwhile hits both alike)."""
+    latencies = [x for p in parts for x in p["_latencies"]]
+    wall = sum(p["duration_s"] for p in parts)
+    errors: Counter[str] = Counter()
+    for p in parts:
+        errors.update(p["error_kinds"])
+    return {
+        "concurrency": parts[0]["concurrency"],
+        "duration_s": round(wall, 2),
+        "slices": len(parts),
+        "slice_rps": [p["rps"] for p in parts],
+        "requests": len(latencies),
+        "rps": round(len(latencies) / wall, 1) if wall else 0.0,
+        "p50_ms": ms(percentile(latencies, 50)),
+        "p99_ms": ms(percentile(latencies, 99)),
+        "max_ms": ms(max(latencies) if latencies else math.nan),
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
     }
 
 
@@ -163,6 +188,7 @@ async def write_phase(
     """POST new customers (no welcome); to the customers service, or (``ceiling``) to bench/ceiling.py."""
     url = f"{system.ceiling_url}/customers" if ceiling else f"{system.urls['customers']}/v1/customers"
     label, tag = ("write ceiling", "c") if ceiling else ("write", "w")
+    tag += secrets.token_hex(3)  # each call its own emails (the measurement runs in slices)
     async with session_for(system, concurrency) as session:
 
         async def post(w: int, n: int) -> int:

@@ -240,6 +240,11 @@ class Sampler:
         # whatever else ran on the machine meanwhile (another test run, with its PostgreSQL backends, shows here)
         pct["other"] = round(max(0.0, pct["machine"] - sum(v for k, v in pct.items() if k != "machine")), 1)
         pct["wall_s"] = round(wall, 1)
+        prev = self.cpu.get(self.phase)
+        if prev is not None:  # the same phase measured again (in slices): the wall-weighted mean of both
+            w0, w1 = prev["wall_s"], pct["wall_s"]
+            pct = {k: round((prev.get(k, 0.0) * w0 + v * w1) / (w0 + w1), 1) for k, v in pct.items() if k != "wall_s"}
+            pct["wall_s"] = round(w0 + w1, 1)
         self.cpu[self.phase] = pct
         self.phase = None
         self._cpu_mark = None
