@@ -46,8 +46,11 @@ async def test_welcome_flows_survive_repeated_broker_connection_cuts(processes, 
         await system.wait_ready()  # every consumer attached again
         report = await settle_and_check(result.customers, system=system)
         assert report.stats["welcome"] == N // 2
+        # and every process still stops cleanly on SIGTERM after the faults
+        codes = await system.astop()
+        assert set(codes.values()) == {0}, codes
     finally:
         driving.cancel()
-        system.stop()
+        await system.astop()
         for p in proxies.values():
             await p.close()

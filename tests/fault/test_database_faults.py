@@ -8,7 +8,6 @@ Message-ID; the documented duplicate window). That costs a minute of the suite's
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncpg
 import pytest
@@ -73,9 +72,7 @@ async def test_welcome_flows_survive_killed_connections_and_a_database_that_refu
     )
     for name in SERVICES:
         system.start(name)
-    t = time.monotonic()
     await system.wait_ready()
-    print(f"ready after {time.monotonic() - t:.1f}s")
     created: list[checks.Customer] = []
     driving = asyncio.create_task(
         checks.drive_welcome(http, system.urls("customers"), n=N, tag=tag, rate=40, on_created=created.append)
@@ -95,16 +92,16 @@ async def test_welcome_flows_survive_killed_connections_and_a_database_that_refu
         await wait_for(lambda: len(created) >= 3 * N // 4, timeout=30, what="customers created")
         killed += await terminate_backends(databases)
         result = await driving
-        print(f"drive: {result.ended - result.started:.1f}s")
         assert killed > 0
         assert sum(result.errors.values()) > 0, "the faults never reached a client"
-        t = time.monotonic()
         await system.wait_ready()
-        print(f"ready again after {time.monotonic() - t:.1f}s")
         report = await settle_and_check(result.customers, system=system, timeout=90)
         print(f"backends killed: {killed}, client errors retried: {dict(result.errors)}")
         assert report.stats["welcome"] == N // 2
+        # and every process still stops cleanly on SIGTERM after the faults
+        codes = await system.astop()
+        assert set(codes.values()) == {0}, codes
     finally:
         driving.cancel()
-        print(f"exit codes on SIGTERM: {system.stop()}")
+        await system.astop()
         await proxy.close()

@@ -103,7 +103,10 @@ async def test_duplicates_have_no_second_effect_and_only_poison_reaches_the_dead
         print(f"copies published again: {copies}")
         assert copies > N
         assert report.stats["emails_received"] == N // 2
+        # and every process still stops cleanly on SIGTERM after the faults
+        codes = await system.astop()
+        assert set(codes.values()) == {0}, codes
     finally:
         driving.cancel()
         await accounts.close()
-        system.stop()
+        await system.astop()

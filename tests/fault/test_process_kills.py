@@ -53,9 +53,12 @@ async def test_welcome_flows_survive_sigkill_of_accounts_then_notifications(
         # duplicate window): same Message-ID, so the check counts distinct messages for those
         report = await settle_and_check(result.customers, system=system, allow_resent=True, timeout=100)
         assert report.stats["welcome"] == N // 2
+        # and every process still stops cleanly on SIGTERM after the faults
+        codes = await system.astop()
+        assert set(codes.values()) == {0}, codes
     finally:
         driving.cancel()
-        system.stop()
+        await system.astop()
         await accounts.close()
         await notifications.close()
 

@@ -40,5 +40,8 @@ async def test_two_replicas_of_every_service_share_the_work_without_doing_anythi
         for queue, service in (("accounts.customer-events", "accounts"), ("visitors.customer-events", "visitors")):
             shares = [await handled(url, queue) for url in system.urls(service)]
             assert all(s > 0 for s in shares) and sum(shares) >= N, (queue, shares)
+        # and every process still stops cleanly on SIGTERM after the faults
+        codes = await system.astop()
+        assert set(codes.values()) == {0}, codes
     finally:
-        system.stop()
+        await system.astop()

@@ -38,6 +38,9 @@ async def test_temporary_smtp_failures_are_retried_and_rejected_recipients_are_r
         report = await settle_and_check(result.customers, system=system, rejected=rejected)
         assert report.stats["delivery_outcomes"] == {"sent": N // 2 - len(rejected), "failed": len(rejected)}
         print(f"451 answers: {fault_smtp.temporary_rejections}")
+        # and every process still stops cleanly on SIGTERM after the faults
+        codes = await system.astop()
+        assert set(codes.values()) == {0}, codes
     finally:
         driving.cancel()
-        system.stop()
+        await system.astop()
