@@ -4,6 +4,7 @@ accounts (creating accounts and their welcome commands), then notifications (rec
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import asyncpg
 import pytest
@@ -27,25 +28,23 @@ async def test_welcome_flows_survive_sigkill_of_accounts_then_notifications(
     notifications = await asyncpg.connect(databases["notifications"])
     driving = asyncio.create_task(checks.drive_welcome(http, system.urls("customers"), n=N, tag=tag, rate=30))
     try:
-        # accounts dies while it has created some accounts and has more to do
+        # accounts, once it has created some accounts
         await wait_for(
             lambda: _at_least(accounts.fetchval("SELECT count(*) FROM accounts"), N // 10),
             timeout=30,
             interval=0.02,
             what="accounts at work",
         )
-        system.kill("accounts")
-        await asyncio.sleep(0.5)
+        await kill_mid_batch(system, "accounts")
         system.start("accounts")
-        # then notifications, once it has sent some emails and has deliveries in hand
+        # then notifications, once it has sent some emails
         await wait_for(
             lambda: _at_least(notifications.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'"), N // 5),
             timeout=30,
             interval=0.02,
             what="notifications at work",
         )
-        system.kill("notifications")
-        await asyncio.sleep(0.5)
+        await kill_mid_batch(system, "notifications")
         system.start("notifications")
         result = await driving
         await system.wait_ready()
@@ -61,6 +60,18 @@ async def test_welcome_flows_survive_sigkill_of_accounts_then_notifications(
         await system.astop()
         await accounts.close()
         await notifications.close()
+
+
+async def kill_mid_batch(system, name: str) -> None:
+    """Make sure the process has a batch in hand when it dies: SIGSTOP it for 2 s (the broker keeps delivering
+    up to the prefetch limit, unacknowledged), SIGCONT so it works through the batch, and SIGKILL it 50 ms into
+    that work: some messages committed and acked, some committed and not acked, some mid-transaction."""
+    proc = system.procs[(name, 0)]
+    proc.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(2)
+    proc.send_signal(signal.SIGCONT)
+    await asyncio.sleep(0.05)
+    system.kill(name)
 
 
 async def _at_least(value, n: int) -> bool:
