@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ from shared.sealing import SealError, unseal
 from shared.tracing import continued_span
 
 log = logging.getLogger(__name__)
+RECORD_MARGIN_S = 10.0
+"""Outcome writes are retried until this long before the delivery's lease ends."""
 SERVICE = "notifications"
 
 
@@ -176,15 +179,37 @@ class Dispatcher:
             await self._deliver_in_span(row)
 
     async def _deliver_in_span(self, row: asyncpg.Record) -> None:
+        # the lease started when the row was claimed, a moment before this; stop retrying the outcome well before
+        # it ends, so another replica never sends while this one may still record
+        record_until = time.monotonic() + self.lease_s - RECORD_MARGIN_S
         outcome, subject, error = await self._send(row)
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await self._record(conn, row, outcome, subject, error)
-        except Exception:
-            log.exception(
-                "could not record a delivery outcome; it is retried when its lease ends",
-                extra={"delivery_id": str(row["id"]), "outcome": outcome},
-            )
+        delay = 0.1
+        while True:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._record(conn, row, outcome, subject, error)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # the database is away for a moment (a killed connection, a restart): the email is out, so keep
+                # the outcome and try again rather than let the lease end and send it a second time
+                if time.monotonic() + delay > record_until:
+                    log.error(
+                        "could not record a delivery outcome; it is retried when its lease ends",
+                        extra={"delivery_id": str(row["id"]), "outcome": outcome, "error": str(exc)},
+                    )
+                    return
+                log.warning(
+                    "recording a delivery outcome failed; retrying",
+                    extra={"delivery_id": str(row["id"]), "outcome": outcome, "retry_in_s": delay, "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                log.exception(
+                    "could not record a delivery outcome; it is retried when its lease ends",
+                    extra={"delivery_id": str(row["id"]), "outcome": outcome},
+                )
+                return
 
     async def _send(self, row: asyncpg.Record) -> tuple[str, str | None, str | None]:
         async with self.semaphore:
