@@ -66,7 +66,7 @@ def create_app(settings: NotificationsSettings, verifier: TokenVerifier | None =
             concurrency=settings.dispatch_concurrency,
             poll_interval_s=settings.dispatch_poll_interval_s,
             # longer than any SMTP conversation, so a lease never ends while its email is still being sent
-            lease_s=max(60.0, 4 * settings.smtp_timeout_s),
+            lease_s=max(settings.delivery_lease_s, 4 * settings.smtp_timeout_s),
         )
         app[DISPATCHER] = d
         d.start()

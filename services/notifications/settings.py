@@ -24,6 +24,12 @@ class NotificationsSettings(ServiceSettings):
     smtp_starttls: bool = Field(False, description="Upgrade the connection with STARTTLS")
     smtp_tls: bool = Field(False, description="Implicit TLS (port 465)")
     smtp_timeout_s: float = Field(15.0, description="Timeout of one SMTP conversation")
+    delivery_lease_s: float = Field(
+        60.0,
+        ge=1,
+        description="How long a claimed delivery is left to its dispatcher before another may send it (at least 4 x "
+        "the SMTP timeout): after a crash between the server's acceptance and the record, the email goes again then",
+    )
     smtp_max_messages_per_connection: int = Field(
         100, description="Emails sent over one SMTP connection before it is closed and a new one opened"
     )

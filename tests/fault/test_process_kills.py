@@ -20,7 +20,10 @@ pytestmark = pytest.mark.fault
 async def test_welcome_flows_survive_sigkill_of_accounts_then_notifications(
     processes, databases, http, tag, settle_and_check
 ):
-    system = processes()
+    # short SMTP timeout and lease: a delivery whose outcome died with the process goes again after 12 s, not 60
+    system = processes(
+        service_env={"notifications": {"NOTIFICATIONS_SMTP_TIMEOUT_S": "3", "NOTIFICATIONS_DELIVERY_LEASE_S": "12"}}
+    )
     for name in SERVICES:
         system.start(name)
     await system.wait_ready()
