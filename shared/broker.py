@@ -5,6 +5,7 @@ it), and a publisher channel with confirms and ``mandatory`` so an unroutable or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -105,6 +106,29 @@ class Broker:
         self._publisher = publisher  # type: ignore[assignment]
         self._ready.set()
         log.info("connected to RabbitMQ")
+
+    async def queue_depths(self, names: list[str]) -> dict[str, int | None]:
+        """Messages ready in each queue (full names), by passive declarations on a channel of their own (a
+        missing queue closes the channel it is asked on; a passive declaration needs no permission). None: not
+        known (not connected, or no such queue)."""
+        out: dict[str, int | None] = dict.fromkeys(names)
+        if self.connection is None or not self.connected:
+            return out
+        channel = None
+        try:
+            for name in names:
+                if channel is None or channel.is_closed:
+                    channel = await self.connection.channel()
+                try:
+                    q = await channel.declare_queue(name, passive=True)
+                    out[name] = int(q.declaration_result.message_count or 0)
+                except aio_pika.exceptions.AMQPError:
+                    continue
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        return out
 
     async def channel(self, prefetch: int) -> AbstractRobustChannel:
         await self.wait_connected()

@@ -70,6 +70,9 @@ class Consumer:
         self._queue: AbstractRobustQueue | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._task: asyncio.Task[None] | None = None
+        self.retried = 0
+        """Messages sent to a retry queue since the process started (also ``events_consumed_total``)."""
+        self.dead_lettered = 0
 
     @property
     def attached(self) -> bool:
@@ -207,6 +210,7 @@ class Consumer:
         headers.update({"x-attempt": attempt, "x-last-error": error[:500]})
         await self._republish(message, self.broker.topology.retry_queue(self.queue_name, delay), headers)
         EVENTS_CONSUMED.labels(self.queue_name, message.routing_key or "", "retried").inc()
+        self.retried += 1
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.error("dead-lettered", extra={"queue": self.queue_name, "reason": reason[:500]})
@@ -221,6 +225,7 @@ class Consumer:
         )
         await self._republish(message, self.broker.topology.dlq(self.queue_name), headers)
         EVENTS_CONSUMED.labels(self.queue_name, message.routing_key or "", "dead_lettered").inc()
+        self.dead_lettered += 1
 
     async def _republish(self, message: AbstractIncomingMessage, queue: str, headers: dict[str, Any]) -> None:
         # Publish (confirmed) first, then ack: a crash in between redelivers the original, and the copy is

@@ -13,6 +13,7 @@ HTTP_LATENCY = Histogram(
 )
 OUTBOX_PUBLISHED = Counter("events_published_total", "Messages published from the outbox", ["routing_key"])
 OUTBOX_BACKLOG = Gauge("outbox_backlog", "Outbox rows not yet published")
+DEAD_LETTERS = Gauge("dead_letters", "Messages waiting in a dead-letter queue (read at scrape)", ["queue"])
 EVENTS_CONSUMED = Counter(
     "events_consumed_total", "Messages consumed", ["queue", "routing_key", "outcome"]
 )  # outcome: handled | duplicate | retried | dead_lettered

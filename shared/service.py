@@ -22,6 +22,7 @@ from shared.broker import Broker
 from shared.consumer import Consumer, Handler
 from shared.db import create_pool, migrate
 from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, PARSER_MAX_LINE, json_response, request_context_middleware
+from shared.metrics import DEAD_LETTERS
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topology import Topology
@@ -190,9 +191,30 @@ async def readyz(request: web.Request) -> web.Response:
     consumers = {c.queue_name: ("attached" if c.attached else "detached") for c in rt.consumers}
     checks["consumers"] = consumers
     ok = ok and all(v == "attached" for v in consumers.values())
+    if rt.consumers:
+        # reported, never a reason to be unready: a dead letter waits for an operator, the service works on
+        checks["dead_letters"] = await dead_letter_depths(rt)
+        checks["retried_since_start"] = {c.queue_name: c.retried for c in rt.consumers}
     return json_response(
         {"status": "ready" if ok else "not ready", "service": rt.name, "checks": checks}, status=200 if ok else 503
     )
+
+
+async def dead_letter_depths(rt: Runtime) -> dict[str, int | None]:
+    """Each consumer queue's dead-letter depth (also the ``dead_letters`` gauge); None when it cannot be read."""
+    if rt.broker is None:
+        return {c.queue_name: None for c in rt.consumers}
+    dlqs = {c.queue_name: rt.broker.topology.dlq(c.queue_name) for c in rt.consumers}
+    try:
+        async with asyncio.timeout(2):
+            depths = await rt.broker.queue_depths(list(dlqs.values()))
+    except Exception:
+        depths = {}
+    out = {queue: depths.get(dlq) for queue, dlq in dlqs.items()}
+    for queue, n in out.items():
+        if n is not None:
+            DEAD_LETTERS.labels(queue).set(n)
+    return out
 
 
 @policy(OPEN)
@@ -201,6 +223,8 @@ async def metrics(request: web.Request) -> web.Response:
     if rt.relay is not None:
         with contextlib.suppress(Exception):
             await rt.relay.backlog()
+    if rt.consumers:
+        await dead_letter_depths(rt)
     resp = web.Response(body=generate_latest())
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp

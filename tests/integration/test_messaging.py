@@ -158,6 +158,14 @@ async def test_poison_messages_go_to_the_dead_letter_queue_with_their_reason_and
     )
     dlq = f"{prefix}accounts.customer-events.dlq"
     await wait_for(lambda: queue_depth(amqp, dlq), what="the poison message in the DLQ")
+    # operators see it without the broker's tools: on /readyz (still ready) and as a metric
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"{system.urls['accounts']}/readyz")
+        ready = await resp.json()
+        assert resp.status == 200 and ready["checks"]["dead_letters"]["accounts.customer-events"] == 1
+        assert ready["checks"]["retried_since_start"]["accounts.customer-events"] == 0
+        metrics = await (await http.get(f"{system.urls['accounts']}/metrics")).text()
+    assert 'dead_letters{queue="accounts.customer-events"} 1.0' in metrics
     [dead] = await drain(amqp, dlq)
     assert reason in dead.headers["x-dead-letter-reason"]
     assert dead.headers["x-original-routing-key"] == "customers.customer.created.v1"
@@ -183,6 +191,9 @@ async def test_database_outage_is_retried_with_backoff_and_the_event_is_handled_
         lambda: consumed("accounts.customer-events", "customers.customer.created.v1", "retried") >= 1,
         what="a retry while the database is down",
     )
+    async with aiohttp.ClientSession() as http:  # the retries are counted on /readyz
+        ready = await (await http.get(f"{system.urls['accounts']}/readyz")).json()
+    assert ready["checks"]["retried_since_start"]["accounts.customer-events"] >= 1
     await proxy.restore()
     conn = await asyncpg.connect(direct)
     try:
