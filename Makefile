@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install lint bench soak clean
+.PHONY: run test install browser lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
-	$(BIN)/pytest
+# tests/e2e/test_docs_browser.py loads the /docs pages in headless Chromium (Debian's package)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Chromium (Debian package) for the docs-page browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser lint
+	$(BIN)/pytest --durations=15
 
 bench: install
 	$(BIN)/python bench/run.py
