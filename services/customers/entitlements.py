@@ -19,6 +19,7 @@ from services.customers.models import (
     CreditGrantCreate,
 )
 from services.customers.routes import _locked, actor_of, own_customer_id
+from services.customers.store import plain
 from shared.auth import CUSTOMER_ROLES, OPERATOR, policy, roles
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
 from shared.idempotency import Idempotency
@@ -70,17 +71,7 @@ async def entries(request: web.Request) -> web.Response:
     )
     items = rows[: q.limit]
     next_cursor = str(items[-1]["id"]) if len(rows) > q.limit else None
-    return json_response({"items": [_plain(r) for r in items], "next_cursor": next_cursor})
-
-
-def _plain(row: Any) -> dict[str, Any]:
-    out = dict(row)
-    for k, v in out.items():
-        if isinstance(v, uuid.UUID):
-            out[k] = str(v)
-        elif hasattr(v, "isoformat"):
-            out[k] = v.isoformat()
-    return out
+    return json_response({"items": [plain(r) for r in items], "next_cursor": next_cursor})
 
 
 @routes.post("/v1/customers/{id}/credits/grants")

@@ -19,6 +19,7 @@ from services.customers.models import (
     PlanPage,
 )
 from services.customers.routes import CLOCK, TIMEZONE, _locked, actor_of
+from services.customers.store import plain
 from shared.auth import OPERATOR, policy
 from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_uuid
 from shared.openapi import describe
@@ -31,19 +32,9 @@ PLAN_COLUMNS = (
 )
 
 
-def _plain(row: Any) -> dict[str, Any]:
-    out = dict(row)
-    for k, v in out.items():
-        if isinstance(v, uuid.UUID):
-            out[k] = str(v)
-        elif hasattr(v, "isoformat"):
-            out[k] = v.isoformat()
-    return out
-
-
 def contract_view(row: Any, today: Any) -> dict[str, Any]:
     c = domain.Contract(row["starts_on"], row["ends_on"], row["state"], row["cancelled_at"] is not None)
-    out = _plain(row)
+    out = plain(row)
     out["status"] = domain.status_on(c, today)
     out["cancellation"] = (
         {"reason": row["cancellation_reason"], "cancelled_at": row["cancelled_at"].isoformat()}
@@ -82,7 +73,7 @@ async def create_plan(request: web.Request) -> web.Response:
             type_="urn:problem:duplicate-plan",
             errors=[{"field": "name", "message": "already used by an active plan"}],
         ) from None
-    return json_response(_plain(row), status=201, headers={"Location": f"/v1/plans/{row['id']}"})
+    return json_response(plain(row), status=201, headers={"Location": f"/v1/plans/{row['id']}"})
 
 
 @routes.get("/v1/plans")
@@ -102,7 +93,7 @@ async def list_plans(request: web.Request) -> web.Response:
         f"SELECT {PLAN_COLUMNS} FROM plans WHERE ($1::text IS NULL OR status = $1) ORDER BY lower(name), id",
         status,
     )
-    return json_response({"items": [_plain(r) for r in rows], "next_cursor": None})
+    return json_response({"items": [plain(r) for r in rows], "next_cursor": None})
 
 
 @routes.get("/v1/plans/{id}")
@@ -113,7 +104,7 @@ async def get_plan(request: web.Request) -> web.Response:
     row = await request.app[RUNTIME].db.fetchrow(f"SELECT {PLAN_COLUMNS} FROM plans WHERE id = $1", plan_id)
     if row is None:
         raise Problem(404, "Not found", f"No plan {plan_id}")
-    return json_response(_plain(row))
+    return json_response(plain(row))
 
 
 @routes.post("/v1/plans/{id}/archive")
@@ -132,7 +123,7 @@ async def archive_plan(request: web.Request) -> web.Response:
         if exists:
             raise Problem(409, "Already archived", "The plan is already archived", type_="urn:problem:archived")
         raise Problem(404, "Not found", f"No plan {plan_id}")
-    return json_response(_plain(row))
+    return json_response(plain(row))
 
 
 @routes.post("/v1/customers/{id}/contracts")

@@ -8,8 +8,6 @@ while the service was down ends at the first tick, once."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from zoneinfo import ZoneInfo
@@ -17,40 +15,24 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from services.customers import credit, lifecycle
+from shared.background import PeriodicLoop
 from shared.clock import Clock
 
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class Scheduler(PeriodicLoop):
+    name = "lifecycle-scheduler"
+
     def __init__(
         self, pool: asyncpg.Pool, clock: Clock, tz: ZoneInfo, interval_s: float = 30.0, batch_size: int = 500
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.clock = clock
         self.tz = tz
         self.interval_s = interval_s
         self.batch_size = batch_size
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lifecycle-scheduler")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, timeout=10)
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduler tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
 
     async def run_once(self) -> int:
         """Advance every customer with something due now. Returns how many customers were advanced."""

@@ -133,3 +133,14 @@ async def search_customers(
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY {column} {direction}, id {direction} LIMIT {arg(limit + 1)}"
     return await conn.fetch(sql, *args)
+
+
+def plain(row: Any) -> dict[str, Any]:
+    """A row as JSON-ready values: ids and dates as strings."""
+    out = dict(row)
+    for k, v in out.items():
+        if isinstance(v, uuid.UUID):
+            out[k] = str(v)
+        elif hasattr(v, "isoformat"):
+            out[k] = v.isoformat()
+    return out

@@ -8,8 +8,6 @@ log of ticks, so after downtime everything that fell due meanwhile is done at th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import timedelta
@@ -17,12 +15,15 @@ from datetime import timedelta
 import asyncpg
 
 from services.visitors import visits
+from shared.background import PeriodicLoop
 from shared.clock import Clock
 
 log = logging.getLogger(__name__)
 
 
-class Scheduler:
+class Scheduler(PeriodicLoop):
+    name = "visits-scheduler"
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -33,35 +34,13 @@ class Scheduler:
         interval_s: float = 30.0,
         batch_size: int = 200,
     ) -> None:
+        super().__init__()
         self.pool = pool
         self.clock = clock
         self.no_show_after = no_show_after
         self.retention = retention
         self.interval_s = interval_s
         self.batch_size = batch_size
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="visits-scheduler")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task:
-            try:
-                await asyncio.wait_for(self._task, timeout=10)
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.run_once()
-            except Exception:  # never let the scheduler die: log, go on at the next tick
-                log.exception("visits scheduler tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.interval_s)
 
     async def run_once(self) -> tuple[int, int]:
         """Mark every due no-show and anonymise every due visitor. Returns (no-shows, visitors anonymised)."""
