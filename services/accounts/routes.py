@@ -26,8 +26,22 @@ SERVICE = "accounts"
 routes = web.RouteTableDef()
 ACCOUNTS_CFG = web.AppKey("accounts_cfg", dict)
 WELCOME_KEY = web.AppKey("welcome_cfg", WelcomeConfig)
-ACTIVATE_PAGE = (Path(__file__).parent / "static" / "activate.html").read_bytes()
-RESET_PAGE = (Path(__file__).parent / "static" / "reset-password.html").read_bytes()
+PASSWORD_PAGE = (Path(__file__).parent / "static" / "password-page.html").read_text()
+
+
+def password_page(title: str, endpoint: str, done: str) -> bytes:
+    """The page a set-password or reset link opens: it posts the link's token and the new password to ``endpoint``."""
+    return (
+        PASSWORD_PAGE.replace("__TITLE__", title).replace("__ENDPOINT__", endpoint).replace("__DONE__", done).encode()
+    )
+
+
+ACTIVATE_PAGE = password_page("Set your password", "/v1/activations", "Your password is set. You can now log in.")
+RESET_PAGE = password_page(
+    "Choose a new password",
+    "/v1/password-resets/confirm",
+    "Your new password is set. You can now log in with it.",
+)
 
 Password = Annotated[str, StringConstraints(max_length=security.MAX_PASSWORD_LENGTH)]
 
