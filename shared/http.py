@@ -77,6 +77,17 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def field_problem(status: int, title: str, field: str, message: str, type_: str = "urn:problem:validation") -> Problem:
+    """A problem about one named field (``errors[0].field``), e.g. a 409 for a name in use."""
+    return Problem(
+        status,
+        title,
+        f"{field}: {message}",
+        type_=type_,
+        errors=[{"field": field, "message": message, "type": type_.rsplit(":", 1)[-1]}],
+    )
+
+
 def validation_problem(exc: ValidationError) -> Problem:
     errors = []
     for e in exc.errors(include_url=False):

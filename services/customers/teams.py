@@ -38,7 +38,7 @@ from shared.events import (
     TeamUpdatedV1,
 )
 from shared.events.base import Message
-from shared.http import REQUEST_ID, Problem, json_response, parse_body, parse_query, parse_uuid
+from shared.http import REQUEST_ID, Problem, field_problem, json_response, parse_body, parse_query, parse_uuid
 from shared.idempotency import Idempotency
 from shared.openapi import IDEMPOTENCY_KEY, IF_MATCH_OPTIONAL, describe
 from shared.outbox import emit
@@ -73,10 +73,6 @@ def _member(row: Any) -> dict[str, Any]:
 
 def _settings(row: Any) -> dict[str, Any]:
     return {k: row[k] for k in SETTINGS}
-
-
-def field_problem(status: int, title: str, field: str, message: str, type_: str = "urn:problem:validation") -> Problem:
-    return Problem(status, title, f"{field}: {message}", type_=type_, errors=[{"field": field, "message": message}])
 
 
 def duplicate_name() -> Problem:

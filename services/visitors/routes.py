@@ -41,6 +41,7 @@ from shared.http import (
     Problem,
     decode_cursor,
     encode_cursor,
+    field_problem,
     json_response,
     parse_body,
     parse_query,
@@ -62,16 +63,6 @@ M = TypeVar("M", bound=BaseModel)
 
 HOSTS_AND_OPERATORS = roles("admin", *CUSTOMER_ROLES)
 HOSTS_AND_OPERATORS_CHANGING = roles("admin", *CUSTOMER_ROLES, changes_state=True)
-
-
-def _field_problem(status: int, title: str, field: str, message: str, type_: str) -> Problem:
-    return Problem(
-        status,
-        title,
-        f"{field}: {message}",
-        type_=type_,
-        errors=[{"field": field, "message": message, "type": type_.rsplit(":", 1)[-1]}],
-    )
 
 
 def _own_customer_id(who: Principal) -> uuid.UUID:
@@ -133,7 +124,7 @@ async def register_visit(request: web.Request) -> web.Response:
         if host_id is None:
             host_id = own
         elif host_id != own:
-            raise _field_problem(
+            raise field_problem(
                 403,
                 "Forbidden",
                 "host_customer_id",
@@ -142,11 +133,11 @@ async def register_visit(request: web.Request) -> web.Response:
             )
     now = request.app[CLOCK].now()
     if body.expected_departure_at is not None and body.expected_departure_at <= body.expected_at:
-        raise _field_problem(
+        raise field_problem(
             422, "Invalid request", "expected_departure_at", "must be after expected_at", "urn:problem:validation"
         )
     if body.expected_at < now - request.app[NO_SHOW_AFTER]:
-        raise _field_problem(
+        raise field_problem(
             422,
             "Invalid request",
             "expected_at",
@@ -161,7 +152,7 @@ async def register_visit(request: web.Request) -> web.Response:
             host = await store.get_host(conn, host_id)
             if host is None or host["email"] is None:
                 # unknown, a visitor's id, or a customer whose creation has not reached this service yet
-                raise _field_problem(
+                raise field_problem(
                     422,
                     "Unknown host",
                     "host_customer_id",
@@ -321,7 +312,7 @@ async def kiosk_check_in(request: web.Request) -> web.Response:
     body = await parse_body(request, KioskCheckIn)
     code = domain.normalise_code(body.code)
     if code is None:
-        raise _field_problem(
+        raise field_problem(
             422,
             "Invalid request",
             "code",
