@@ -4,7 +4,7 @@ An HTTP request continues the caller's trace (or starts one); an outbox row reme
 in and the relay sends it as the message's ``traceparent`` header; a consumer continues that trace while it
 handles the message, so one customer's welcome flow is one trace across the four services, and every log line
 carries its ``trace_id``. Spans are exported over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set;
-otherwise they are made (for the ids) and dropped."""
+otherwise only their ids are made (a trace a caller sampled is still recorded, and dropped)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -29,7 +30,11 @@ def configure(service: str, otlp_endpoint: str | None) -> None:
     global _configured
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": f"coworking-{service}"}))
+    resource = Resource.create({"service.name": f"coworking-{service}"})
+    # without an exporter nothing reads the spans: keep the ids (trace context, log lines) and skip recording a
+    # span nobody asked for (new traces); a caller's sampled trace is still recorded and its flag passed on
+    sampler = None if otlp_endpoint else ParentBased(root=ALWAYS_OFF)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

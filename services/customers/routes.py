@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -52,8 +53,21 @@ SERVICE = "customers"
 routes = web.RouteTableDef()
 
 
-def _customer(row: object) -> dict:
-    return Customer.model_validate(dict(row)).model_dump(mode="json")  # type: ignore[call-overload]
+CUSTOMER_FIELDS = tuple(Customer.model_fields)
+
+
+def _customer(row: Any) -> dict[str, Any]:
+    """The customer document of a row, as ``Customer`` documents it (times in UTC with ``Z``), built directly:
+    it is on every read, and a model round trip cost a twentieth of a read's CPU."""
+    out: dict[str, Any] = {}
+    for name in CUSTOMER_FIELDS:
+        value = row[name]
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat().replace("+00:00", "Z")
+        out[name] = value
+    return out
 
 
 @routes.post("/v1/customers")
