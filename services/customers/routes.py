@@ -90,6 +90,7 @@ async def create_customer(request: web.Request) -> web.Response:
         if (replay := await idempotency.claim(conn)) is not None:
             return replay
         customer_id = uuid.uuid4()
+        actor = actor_of(request)
         try:
             row = await store.insert_customer(
                 conn,
@@ -98,6 +99,7 @@ async def create_customer(request: web.Request) -> web.Response:
                 email=str(body.email),
                 company_name=body.company_name,
                 phone=body.phone,
+                history=(actor.type, actor.id, {"send_welcome": body.send_welcome}, request[REQUEST_ID]),
             )
         except store.DuplicateEmail:
             raise duplicate_email() from None
@@ -119,14 +121,6 @@ async def create_customer(request: web.Request) -> web.Response:
             sequence=row["version"],
             correlation_id=request[REQUEST_ID],
             causation_id=request[REQUEST_ID],
-        )
-        await lifecycle.record(
-            conn,
-            customer_id,
-            "created",
-            actor_of(request),
-            {"send_welcome": body.send_welcome},
-            request[REQUEST_ID],
         )
         location = f"/v1/customers/{customer_id}"
         await idempotency.remember(conn, 201, customer, location)

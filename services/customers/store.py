@@ -28,16 +28,30 @@ async def insert_customer(
     email: str,
     company_name: str | None,
     phone: str | None,
+    history: tuple[str, str | None, dict[str, Any], str | None],
 ) -> asyncpg.Record:
+    """Insert the customer and its ``created`` history row (``history``: actor type, actor id, details,
+    correlation id) in one statement: creation is the write path, and a round trip less shows there."""
+    actor_type, actor_id, details, correlation_id = history
     try:
         return await conn.fetchrow(
-            f"""INSERT INTO customers (id, full_name, email, company_name, phone)
-                VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}""",
+            f"""WITH c AS (
+                    INSERT INTO customers (id, full_name, email, company_name, phone)
+                    VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}
+                ), h AS (
+                    INSERT INTO customer_history (customer_id, action, actor_type, actor_id, details, correlation_id)
+                    SELECT id, 'created', $6::text, $7::text, $8::jsonb, $9::text FROM c
+                )
+                SELECT * FROM c""",
             customer_id,
             full_name,
             email,
             company_name,
             phone,
+            actor_type,
+            actor_id,
+            details,
+            correlation_id,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "customers_email_key":
