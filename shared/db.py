@@ -6,6 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -23,6 +24,37 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What a lost, killed or refused database connection raises: worth another attempt on a fresh connection."""
+
+
+class Connection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection that takes itself out of service when asyncpg finds its protocol in a state it cannot
+    continue from (``InternalClientError``, e.g. "another operation is in progress" after the server killed the
+    session mid-statement behind a proxy that kept the socket open). The error still reaches the caller (every
+    caller treats it as a transient database error); the pool then opens a fresh connection instead of handing
+    the broken one out again (https://github.com/MagicStack/asyncpg/issues/784)."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute(*args, **kwargs)
+        except asyncpg.InternalClientError:
+            self.terminate()
+            raise
+
+    async def _do_execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._do_execute(*args, **kwargs)
+        except asyncpg.InternalClientError:
+            self.terminate()
+            raise
+
+
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """Pooled connections keep no session state here (no LISTEN, no SET, no advisory locks outside a
     transaction; the relay listens on its own connection), so the default reset (RESET ALL, UNLISTEN *...) is a
@@ -32,7 +64,13 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30, reset=_no_reset
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            command_timeout=30,
+            reset=_no_reset,
+            connection_class=Connection,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise ConnectionError(f"PostgreSQL unreachable at {redact(dsn)}: {exc}") from exc

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from shared.broker import Broker
+from shared.db import DATABASE_ERRORS
 from shared.events import Envelope, Message, make_envelope
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from shared.tracing import current_traceparent
@@ -135,7 +136,7 @@ class OutboxRelay:
                 published = await self.relay_once()
                 if time.monotonic() - self._last_cleanup > 600:
                     await self.cleanup()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("outbox relay round failed", extra={"error": str(exc)})
                 published = 0
                 await asyncio.sleep(min(self.poll_interval_s, 1.0))

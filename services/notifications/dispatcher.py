@@ -28,6 +28,7 @@ from services.notifications.mail import (
     TemporaryFailure,
     compose,
 )
+from shared.db import DATABASE_ERRORS
 from shared.events import EmailFailedV1, EmailSentV1
 from shared.logging import correlation_id_var
 from shared.metrics import EMAIL_DELIVERIES
@@ -116,7 +117,7 @@ class Dispatcher:
                 free = self.batch_size - len(self._in_flight)
                 try:
                     claimed = await self.claim(free) if free > 0 else 0
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except DATABASE_ERRORS as exc:
                     log.warning("dispatch claim failed", extra={"error": str(exc)})
                     await self._sleep(1.0)
                     continue
@@ -189,7 +190,7 @@ class Dispatcher:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await self._record(conn, row, outcome, subject, error)
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 # the database is away for a moment (a killed connection, a restart): the email is out, so keep
                 # the outcome and try again rather than let the lease end and send it a second time
                 if time.monotonic() + delay > record_until:
