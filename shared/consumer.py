@@ -7,6 +7,12 @@
   (``x-attempt`` header counts attempts) and acked; after the last delay it goes to the DLQ with the error.
 - Success: the inbox row ``(consumer, event_id)`` and the handler's writes commit in one transaction, then ack.
   A redelivered or duplicated message finds its inbox row and is acked without effect.
+
+Batches: messages that arrive while the consumer's ``workers`` are busy wait and are then handled together, up
+to ``batch_max`` in one transaction (one inbox insert for all, each handler in turn, one commit, then each ack).
+Under light load every message is its own batch (no added wait); under load the per-transaction cost (pool,
+BEGIN, inbox, COMMIT) is shared. If anything in a batch fails, the batch is rolled back and each of its
+messages is handled alone, so one bad message never decides the fate of another.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +35,7 @@ from pydantic import ValidationError
 from shared.broker import Broker
 from shared.events import Envelope, Message, UnknownMessage, lookup
 from shared.logging import correlation_id_var, event_id_var
-from shared.metrics import EVENTS_CONSUMED
+from shared.metrics import CONSUMER_BATCH, EVENTS_CONSUMED
 from shared.tracing import continued_span
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,14 @@ class Handler:
     fn: HandlerFn
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    message: AbstractIncomingMessage
+    envelope: Envelope
+    handler: Handler
+    event: Any
+
+
 class Consumer:
     def __init__(
         self,
@@ -56,6 +71,8 @@ class Consumer:
         broker: Broker,
         retry_delays_ms: list[int] | tuple[int, ...],
         prefetch: int = 50,
+        workers: int = 4,
+        batch_max: int = 50,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.queue_name = queue  # logical name, e.g. "accounts.customer-events"
@@ -65,6 +82,10 @@ class Consumer:
         self.retry_delays_ms = sorted(set(retry_delays_ms))
         self.prefetch = prefetch
         self.after_commit = after_commit
+        self.workers = workers
+        self.batch_max = batch_max
+        self._pending: deque[tuple[AbstractIncomingMessage, asyncio.Future[None]]] = deque()
+        self._active = 0
         self._channel: AbstractRobustChannel | None = None
         self._consumer_tag: str | None = None
         self._queue: AbstractRobustQueue | None = None
@@ -125,23 +146,24 @@ class Consumer:
         self._consumer_tag = None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        """aio-pika runs this in a task of its own per delivered message. The message joins the pending ones; if
+        fewer than ``workers`` are busy, this task becomes one and handles batches until none is pending; either
+        way it returns once its message is settled."""
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            traceparent = (message.headers or {}).get("traceparent")
-            with continued_span(
-                f"consume {message.routing_key}",
-                str(traceparent) if traceparent else None,
-                SpanKind.CONSUMER,
-                {"messaging.destination": self.queue_name, "messaging.message.id": message.message_id or ""},
-            ):
-                await self.process(message)
+            self._pending.append((message, settled))
+            if self._active < self.workers:
+                await self._work()
+            await settled
         except asyncio.CancelledError:
             raise
         except Exception:
-            # process() settles every message itself; reaching here means acking or moving it failed (e.g. the
-            # channel closed). Hand it back; the broker redelivers it, or dead-letters it past the delivery limit.
+            # messages are settled (acked, retried, dead-lettered) by the worker; reaching here means that failed
+            # (e.g. the channel closed). Hand it back; the broker redelivers it, or dead-letters it past the
+            # delivery limit.
             log.exception("message could not be settled", extra={"queue": self.queue_name})
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
@@ -149,8 +171,80 @@ class Consumer:
             if task is not None:
                 self._in_flight.discard(task)
 
+    async def _work(self) -> None:
+        self._active += 1
+        batch: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(self.batch_max, len(self._pending)))]
+                await self._settle_batch(batch)
+                batch = []
+        finally:
+            self._active -= 1
+            # only left over when this worker was cancelled: the messages stay unacked (redelivered later)
+            leftovers = batch + (list(self._pending) if self._active == 0 else [])
+            if self._active == 0:
+                self._pending.clear()
+            for _, settled in leftovers:
+                if not settled.done():
+                    settled.cancel()
+
     async def process(self, message: AbstractIncomingMessage) -> None:
-        routing_key = message.routing_key or ""
+        """Handle and settle one message on its own (its own transaction)."""
+        parsed = await self._parse(message)
+        if parsed is not None:
+            await self._handle_alone(parsed)
+
+    async def _settle_batch(self, batch: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]) -> None:
+        parsed: list[tuple[_Parsed, asyncio.Future[None]]] = []
+        for message, settled in batch:
+            try:
+                p = await self._parse(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # dead-lettering it failed
+                settled.set_exception(exc)
+                continue
+            if p is None:
+                settled.set_result(None)
+            else:
+                parsed.append((p, settled))
+        if len(parsed) > 1:
+            try:
+                fresh = await self._handle_together([p for p, _ in parsed])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # rolled back as a whole: each message gets its own chance (and its own retry or dead letter)
+                log.info(
+                    "batch failed, handling its messages one by one",
+                    extra={"queue": self.queue_name, "size": len(parsed), "error": f"{type(exc).__name__}: {exc}"},
+                )
+            else:
+                CONSUMER_BATCH.labels(self.queue_name).observe(len(parsed))
+                for (p, settled), inserted in zip(parsed, fresh, strict=True):
+                    try:
+                        await self._acked(p, inserted)
+                        settled.set_result(None)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        settled.set_exception(exc)
+                if any(fresh) and self.after_commit is not None:
+                    self.after_commit()
+                return
+        for p, settled in parsed:
+            CONSUMER_BATCH.labels(self.queue_name).observe(1)
+            try:
+                await self._handle_alone(p)
+                settled.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                settled.set_exception(exc)
+
+    async def _parse(self, message: AbstractIncomingMessage) -> _Parsed | None:
+        """The message's envelope, handler and payload; None when it was dead-lettered (it can never succeed)."""
         try:
             envelope = Envelope.model_validate(orjson.loads(message.body))
             handler = self.handlers.get(envelope.routing_key)
@@ -160,40 +254,78 @@ class Consumer:
             event = handler.message.model_validate(envelope.payload)
         except orjson.JSONDecodeError as exc:
             await self._dead_letter(message, f"invalid JSON: {exc}")
-            return
+            return None
         except ValidationError as exc:
             await self._dead_letter(message, f"schema validation failed: {_short(exc)}")
-            return
+            return None
         except UnknownMessage as exc:
             await self._dead_letter(message, str(exc))
-            return
+            return None
+        return _Parsed(message, envelope, handler, event)
 
-        event_id_var.set(str(envelope.event_id))
-        correlation_id_var.set(envelope.correlation_id)
+    async def _run_handler(self, conn: asyncpg.Connection, p: _Parsed) -> None:
+        event_id_var.set(str(p.envelope.event_id))
+        correlation_id_var.set(p.envelope.correlation_id)
+        traceparent = (p.message.headers or {}).get("traceparent")
+        with continued_span(
+            f"consume {p.message.routing_key}",
+            str(traceparent) if traceparent else None,
+            SpanKind.CONSUMER,
+            {"messaging.destination": self.queue_name, "messaging.message.id": p.message.message_id or ""},
+        ):
+            await p.handler.fn(conn, p.envelope, p.event)
+
+    async def _handle_together(self, batch: list[_Parsed]) -> list[bool]:
+        """One transaction for the batch: one inbox insert for all, then each new message's handler. Returns, per
+        message, whether it was new (False: handled before, or a second copy within the batch)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = set(
+                await conn.fetchval(
+                    """WITH ins AS (INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[])
+                                    ON CONFLICT DO NOTHING RETURNING event_id)
+                       SELECT coalesce(array_agg(event_id), '{}') FROM ins""",
+                    self.queue_name,
+                    [p.envelope.event_id for p in batch],
+                )
+            )
+            out: list[bool] = []
+            for p in batch:
+                new = p.envelope.event_id in fresh
+                fresh.discard(p.envelope.event_id)
+                if new:
+                    await self._run_handler(conn, p)
+                out.append(new)
+        return out
+
+    async def _handle_alone(self, p: _Parsed) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 inserted = await conn.fetchval(
                     """INSERT INTO inbox (consumer, event_id) VALUES ($1, $2)
                        ON CONFLICT DO NOTHING RETURNING true""",
                     self.queue_name,
-                    envelope.event_id,
+                    p.envelope.event_id,
                 )
                 if inserted:
-                    await handler.fn(conn, envelope, event)
+                    await self._run_handler(conn, p)
         except PermanentError as exc:
-            await self._dead_letter(message, f"rejected by handler: {exc}")
+            await self._dead_letter(p.message, f"rejected by handler: {exc}")
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._retry(message, exc)
+            await self._retry(p.message, exc)
             return
-        await message.ack()
+        await self._acked(p, bool(inserted))
+        if inserted and self.after_commit is not None:
+            self.after_commit()
+
+    async def _acked(self, p: _Parsed, inserted: bool) -> None:
+        await p.message.ack()
+        routing_key = p.message.routing_key or ""
         EVENTS_CONSUMED.labels(self.queue_name, routing_key, "handled" if inserted else "duplicate").inc()
         if not inserted:
             log.info("duplicate ignored", extra={"queue": self.queue_name, "routing_key": routing_key})
-        elif self.after_commit is not None:
-            self.after_commit()
 
     async def _retry(self, message: AbstractIncomingMessage, exc: Exception) -> None:
         attempt = attempts_of(message) + 1

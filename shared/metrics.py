@@ -17,4 +17,10 @@ DEAD_LETTERS = Gauge("dead_letters", "Messages waiting in a dead-letter queue (r
 EVENTS_CONSUMED = Counter(
     "events_consumed_total", "Messages consumed", ["queue", "routing_key", "outcome"]
 )  # outcome: handled | duplicate | retried | dead_lettered
+CONSUMER_BATCH = Histogram(
+    "consumer_batch_messages",
+    "Messages handled together in one consumer transaction",
+    ["queue"],
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)
 EMAIL_DELIVERIES = Counter("email_deliveries_total", "Email delivery attempts by outcome", ["template", "outcome"])

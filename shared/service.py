@@ -113,6 +113,8 @@ def create_service_app(
                 broker=rt.broker,
                 retry_delays_ms=common.retry_delays_ms,
                 prefetch=common.prefetch,
+                workers=common.consumer_workers,
+                batch_max=common.consumer_batch_max,
                 after_commit=rt.after_commit.get(queue),
             )
             consumer.start()

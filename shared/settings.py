@@ -44,6 +44,10 @@ class CommonSettings(BaseSettings):
         description="Backoff between attempts of a failing message; after the last one it is dead-lettered",
     )
     prefetch: int = Field(50, description="Unacknowledged messages per consumer")
+    consumer_workers: int = Field(4, ge=1, description="Transactions a consumer runs at once")
+    consumer_batch_max: int = Field(
+        50, ge=1, description="Messages waiting for a consumer's worker that are handled together, in one transaction"
+    )
     relay_batch_size: int = Field(200, description="Outbox rows published per relay round")
     relay_poll_interval_s: float = Field(1.0, description="Fallback poll of the outbox when no NOTIFY arrives")
     shutdown_grace_s: float = Field(10.0, description="Time in-flight messages get to finish on SIGTERM")

@@ -408,3 +408,70 @@ async def test_operators_list_dead_letters_with_reasons_and_replay_them_once_the
     await wait_for(lambda: consumed("notifications.send-email", label, "duplicate") > before, what="the copy absorbed")
     assert await recorded() == 1
     await proxy.close()
+
+
+def batch_histogram(queue: str) -> tuple[float, float]:
+    """(batches, messages) the consumer of ``queue`` has handled in this process."""
+    labels = {"queue": queue}
+    return (
+        REGISTRY.get_sample_value("consumer_batch_messages_count", labels) or 0.0,
+        REGISTRY.get_sample_value("consumer_batch_messages_sum", labels) or 0.0,
+    )
+
+
+async def test_messages_waiting_together_are_handled_in_batches_and_one_bad_one_spoils_none_of_the_others(
+    system_factory, amqp, prefix
+):
+    """Events wait in the queue before accounts starts (one worker, so they arrive while it is busy and are handled
+    in batches). First 20 events and a duplicate: one account each, some handled together. Then 10 more with an
+    event whose email another account already has: its batch fails, each of its messages is handled alone, and
+    only the conflicting one goes to the dead-letter queue, with its reason."""
+    from shared.topology import Topology
+
+    channel = await amqp.channel()
+    await Topology(prefix, (100, 200, 400)).declare(channel)
+    await channel.close()
+    queue = "accounts.customer-events"
+    system = system_factory(consumer_workers=1)
+
+    async def handle(envelopes: list, *, stop: bool) -> None:
+        for envelope in envelopes:
+            await publish_raw(amqp, f"{prefix}events", envelope.routing_key, body(envelope), str(envelope.event_id))
+        await system.start("accounts")
+        ids = [e.payload["customer_id"] for e in envelopes]
+
+        async def accounts_made() -> bool:
+            made = await count(system, "accounts", "SELECT count(*) FROM accounts WHERE customer_id = ANY($1)", ids)
+            return made == len(set(ids)) - (clash in envelopes)
+
+        await wait_for(accounts_made, what="an account for each good event")
+
+        async def queue_empty() -> bool:
+            return await queue_depth(amqp, f"{prefix}{queue}") == 0
+
+        await wait_for(queue_empty, what="the queue to be empty")
+        if stop:
+            await system.stop("accounts")
+
+    first = [customer_created(f"batch{i}@example.com") for i in range(20)]
+    batches_before, messages_before = batch_histogram(queue)
+    duplicates_before = consumed(queue, "customers.customer.created.v1", "duplicate")
+    clash = customer_created("batch3@example.com")  # another customer, an email an account already has
+    await handle([*first[:10], first[5], *first[10:]], stop=True)
+    assert consumed(queue, "customers.customer.created.v1", "duplicate") == duplicates_before + 1
+    batches, messages = batch_histogram(queue)
+    assert messages - messages_before == 21
+    assert batches - batches_before < 21, "some messages were handled together"
+
+    second = [customer_created(f"batch-two{i}@example.com") for i in range(10)]
+    await handle([*second[:5], clash, *second[5:]], stop=False)
+    dlq = f"{prefix}{queue}.dlq"
+    [dead] = await drain(amqp, dlq)
+    assert "another account already uses this email address" in dead.headers["x-dead-letter-reason"]
+    assert orjson.loads(dead.body)["event_id"] == str(clash.event_id)
+    assert (
+        await count(
+            system, "accounts", "SELECT count(*) FROM accounts WHERE customer_id = $1", clash.payload["customer_id"]
+        )
+        == 0
+    )
