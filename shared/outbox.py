@@ -22,17 +22,26 @@ from shared.tracing import current_traceparent
 log = logging.getLogger(__name__)
 
 
-async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
-    """Write one message to the outbox inside the caller's transaction."""
-    await conn.execute(
-        """INSERT INTO outbox (event_id, exchange, routing_key, body, correlation_id, traceparent)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
+OUTBOX_COLUMNS = "event_id, exchange, routing_key, body, correlation_id, traceparent"
+
+
+def outbox_row(envelope: Envelope, exchange: str) -> tuple[object, ...]:
+    """The values of ``OUTBOX_COLUMNS`` for ``envelope``: for a statement that writes the outbox row itself (a
+    single-statement write needs no transaction round trips)."""
+    return (
         envelope.event_id,
         exchange,
         envelope.routing_key,
         orjson.dumps(envelope.model_dump(mode="json")),
         envelope.correlation_id,
         current_traceparent(),
+    )
+
+
+async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
+    """Write one message to the outbox inside the caller's transaction."""
+    await conn.execute(
+        f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)", *outbox_row(envelope, exchange)
     )
 
 

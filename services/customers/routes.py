@@ -32,6 +32,7 @@ from shared.events import (
     CustomerSuspendedV1,
     CustomerUpdatedV1,
     CustomerUserAccountRequestedV1,
+    make_envelope,
 )
 from shared.http import (
     REQUEST_ID,
@@ -43,7 +44,7 @@ from shared.http import (
 )
 from shared.idempotency import Idempotency
 from shared.openapi import IDEMPOTENCY_KEY, IF_MATCH, describe
-from shared.outbox import emit
+from shared.outbox import outbox_row
 from shared.service import RUNTIME
 
 CLOCK = web.AppKey("clock", Clock)
@@ -86,44 +87,48 @@ async def create_customer(request: web.Request) -> web.Response:
     body = await parse_body(request, CustomerCreate)
     idempotency = Idempotency.from_request(request, route="POST /v1/customers", body=body)
     rt = request.app[RUNTIME]
-    async with rt.db.acquire() as conn, conn.transaction():
-        if (replay := await idempotency.claim(conn)) is not None:
-            return replay
-        customer_id = uuid.uuid4()
-        actor = actor_of(request)
-        try:
-            row = await store.insert_customer(
-                conn,
-                customer_id=customer_id,
-                full_name=body.full_name,
-                email=str(body.email),
-                company_name=body.company_name,
-                phone=body.phone,
-                history=(actor.type, actor.id, {"send_welcome": body.send_welcome}, request[REQUEST_ID]),
-            )
-        except store.DuplicateEmail:
-            raise duplicate_email() from None
-        customer = _customer(row)
-        await emit(
-            conn,
-            CustomerCreatedV1(
-                customer_id=customer_id,
-                full_name=row["full_name"],
-                email=row["email"],
-                company_name=row["company_name"],
-                phone=row["phone"],
-                kind=row["kind"],
-                standing=row["standing"],
-                send_welcome=body.send_welcome,
-            ),
-            producer=SERVICE,
-            subject=customer_id,
-            sequence=row["version"],
-            correlation_id=request[REQUEST_ID],
-            causation_id=request[REQUEST_ID],
-        )
-        location = f"/v1/customers/{customer_id}"
-        await idempotency.remember(conn, 201, customer, location)
+    customer_id = uuid.uuid4()
+    actor = actor_of(request)
+    envelope = make_envelope(
+        CustomerCreatedV1(
+            customer_id=customer_id,
+            full_name=body.full_name,
+            email=body.email,
+            company_name=body.company_name,
+            phone=body.phone,
+            kind="contact",
+            standing="active",
+            send_welcome=body.send_welcome,
+        ),
+        producer=SERVICE,
+        subject=customer_id,
+        sequence=1,
+        correlation_id=request[REQUEST_ID],
+        causation_id=request[REQUEST_ID],
+    )
+    insert = {
+        "customer_id": customer_id,
+        "full_name": body.full_name,
+        "email": str(body.email),
+        "company_name": body.company_name,
+        "phone": body.phone,
+        "history": (actor.type, actor.id, {"send_welcome": body.send_welcome}, request[REQUEST_ID]),
+        "event": outbox_row(envelope, CustomerCreatedV1.EXCHANGE),
+    }
+    location = f"/v1/customers/{customer_id}"
+    try:
+        if idempotency.key is None:
+            row = await store.insert_customer(rt.db, **insert)  # one statement: atomic without a transaction
+            customer = _customer(row)
+        else:
+            async with rt.db.acquire() as conn, conn.transaction():
+                if (replay := await idempotency.claim(conn)) is not None:
+                    return replay
+                row = await store.insert_customer(conn, **insert)
+                customer = _customer(row)
+                await idempotency.remember(conn, 201, customer, location)
+    except store.DuplicateEmail:
+        raise duplicate_email() from None
     return json_response(customer, status=201, headers={"Location": location, "ETag": f'"{row["version"]}"'})
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shared.outbox import OUTBOX_COLUMNS
+
 COLUMNS = (
     "id, full_name, email, company_name, phone, kind, standing, portal_access, account_id, version, created_at, "
     "updated_at, erased_at"
@@ -21,7 +23,7 @@ class DuplicateEmail(Exception):
 
 
 async def insert_customer(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.Pool,
     *,
     customer_id: uuid.UUID,
     full_name: str,
@@ -29,18 +31,24 @@ async def insert_customer(
     company_name: str | None,
     phone: str | None,
     history: tuple[str, str | None, dict[str, Any], str | None],
+    event: tuple[object, ...],
 ) -> asyncpg.Record:
-    """Insert the customer and its ``created`` history row (``history``: actor type, actor id, details,
-    correlation id) in one statement: creation is the write path, and a round trip less shows there."""
+    """Insert the customer (a contact in good standing, version 1: what ``event`` says), its ``created`` history
+    row (``history``: actor type, actor id, details, correlation id) and its event's outbox row (``event``: the
+    values of ``OUTBOX_COLUMNS``) in one statement: atomic without a transaction, so creating a customer is one
+    round trip to the database."""
     actor_type, actor_id, details, correlation_id = history
     try:
         return await conn.fetchrow(
             f"""WITH c AS (
-                    INSERT INTO customers (id, full_name, email, company_name, phone)
-                    VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}
+                    INSERT INTO customers (id, full_name, email, company_name, phone, kind, standing, version)
+                    VALUES ($1, $2, $3, $4, $5, 'contact', 'active', 1) RETURNING {COLUMNS}
                 ), h AS (
                     INSERT INTO customer_history (customer_id, action, actor_type, actor_id, details, correlation_id)
                     SELECT id, 'created', $6::text, $7::text, $8::jsonb, $9::text FROM c
+                ), o AS (
+                    INSERT INTO outbox ({OUTBOX_COLUMNS})
+                    SELECT $10::uuid, $11::text, $12::text, $13::bytea, $14::text, $15::text FROM c
                 )
                 SELECT * FROM c""",
             customer_id,
@@ -52,6 +60,7 @@ async def insert_customer(
             actor_id,
             details,
             correlation_id,
+            *event,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "customers_email_key":
