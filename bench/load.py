@@ -449,9 +449,10 @@ async def stage_breakdown(system: System, res: WelcomeResult) -> dict[str, dict[
 # ---------------------------------------------------------------------------------------------- quiescence
 
 
-async def settle(system: System, timeout: float) -> float:
+async def settle(system: System, timeout: float, only_outbox_of: tuple[str, ...] | None = None) -> float:
     """Wait until every outbox is published and every main queue is empty (at most ``timeout`` s), so that one
-    phase's leftovers do not load the next. Returns the seconds it took."""
+    phase's leftovers do not load the next; with ``only_outbox_of``, only until those services' outboxes are
+    published (the others are held). Returns the seconds it took."""
     t0 = time.perf_counter()
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     try:
@@ -459,8 +460,8 @@ async def settle(system: System, timeout: float) -> float:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             quiet = 0
             while time.perf_counter() - t0 < timeout:
-                backlog = await system.backlogs(session)
-                depths = await system.queue_depths(channel)
+                backlog = await system.backlogs(session, only_outbox_of)
+                depths = await system.queue_depths(channel) if only_outbox_of is None else {}
                 quiet = quiet + 1 if not any(backlog.values()) and not any(depths.values()) else 0
                 if quiet >= 2:
                     break

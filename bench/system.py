@@ -528,10 +528,21 @@ class System:
 
     # -- observation
 
-    async def backlogs(self, session: aiohttp.ClientSession) -> dict[str, int]:
+    def hold(self, names: tuple[str, ...], held: bool) -> None:
+        """Pause (SIGSTOP) or resume (SIGCONT) service processes: the write phase holds the services downstream of
+        customers, so that the service and its bare ceiling are measured on the same otherwise idle machine (what
+        they cause downstream is the welcome flow's measurement). Messages wait in their queues meanwhile."""
+        for name in names:
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGSTOP if held else signal.SIGCONT)
+
+    async def backlogs(self, session: aiohttp.ClientSession, names: tuple[str, ...] | None = None) -> dict[str, int]:
         """Unpublished outbox rows of each service (from /readyz)."""
         out = {}
         for name, url in self.urls.items():
+            if names is not None and name not in names:
+                continue
             try:
                 async with session.get(f"{url}/readyz") as r:
                     body = await r.json()
