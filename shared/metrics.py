@@ -23,4 +23,7 @@ CONSUMER_BATCH = Histogram(
     ["queue"],
     buckets=(1, 2, 5, 10, 20, 50, 100),
 )
+RELAY_BATCH = Histogram(
+    "outbox_relay_batch_rows", "Outbox rows claimed per relay round", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
+)
 EMAIL_DELIVERIES = Counter("email_deliveries_total", "Email delivery attempts by outcome", ["template", "outcome"])

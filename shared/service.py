@@ -102,6 +102,7 @@ def create_service_app(
             rt.broker,
             batch_size=common.relay_batch_size,
             poll_interval_s=common.relay_poll_interval_s,
+            min_round_interval_s=common.relay_min_round_interval_ms / 1000,
             extra_cleanup=cleanup_sql,
         )
         rt.relay.start()

@@ -50,6 +50,9 @@ class CommonSettings(BaseSettings):
     )
     relay_batch_size: int = Field(200, description="Outbox rows published per relay round")
     relay_poll_interval_s: float = Field(1.0, description="Fallback poll of the outbox when no NOTIFY arrives")
+    relay_min_round_interval_ms: float = Field(
+        5.0, ge=0, description="Relay rounds start at most this often; under load one round takes many commits' rows"
+    )
     shutdown_grace_s: float = Field(10.0, description="Time in-flight messages get to finish on SIGTERM")
     otel_exporter_otlp_endpoint: str | None = Field(
         None, description="OTLP/HTTP collector (e.g. http://otel-collector:4318); traces are exported only if set"
