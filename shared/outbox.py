@@ -1,7 +1,11 @@
 """Transactional outbox: ``enqueue`` writes the message in the caller's transaction; the relay publishes
-committed rows (confirms + mandatory) and marks them published. Rows are claimed with ``FOR UPDATE SKIP LOCKED``
-so several replicas relay without publishing a row twice in the normal case; a crash between the broker's
-confirm and the commit republishes the row, which the consumers' inbox absorbs (at-least-once)."""
+committed rows (confirms + mandatory) and marks them published.
+
+A relay round is two statements and no open transaction: it claims due rows with a lease (``next_attempt_at``
+moved past the publish timeout, rows chosen with ``FOR UPDATE SKIP LOCKED`` and committed at once, so replicas
+never claim the same row), publishes them, then marks the confirmed ones published (failed ones get a backoff).
+A crash between the broker's confirm and the mark republishes the row once its lease ends, which the consumers'
+inbox absorbs (at-least-once)."""
 
 from __future__ import annotations
 
@@ -83,6 +87,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval_s: float = 1.0,
         min_round_interval_s: float = 0.005,
+        lease_s: float | None = None,
         retention_s: float = 7 * 24 * 3600,
         inbox_retention_s: float = 14 * 24 * 3600,
         extra_cleanup: tuple[str, ...] = (),
@@ -93,6 +98,9 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.min_round_interval_s = min_round_interval_s
+        self.lease_s = lease_s if lease_s is not None else 2 * broker.publish_timeout_s
+        """A claimed row is due again (for another replica, or this one after a crash) only after this long:
+        longer than any publish of the round can take (each has ``publish_timeout_s``)."""
         """Rounds start at most this often: a wake-up soon after a round waits out the rest of the interval, so that
         under load the rows of many commits go in one round (one claim, one update, one commit) instead of one
         round each; a wake-up after a quiet moment starts a round at once (no added latency when idle)."""
@@ -170,54 +178,57 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of due rows. Returns how many were published."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT id, event_id, exchange, routing_key, body, correlation_id, traceparent, attempts FROM outbox
-                   WHERE published_at IS NULL AND next_attempt_at <= now()
-                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
-                self.batch_size,
-            )
-            if not rows:
-                return 0
-            RELAY_BATCH.observe(len(rows))
-            results = await asyncio.gather(
-                *(
-                    self.broker.publish(
-                        exchange=r["exchange"],
-                        routing_key=r["routing_key"],
-                        body=bytes(r["body"]),
-                        message_id=str(r["event_id"]),
-                        correlation_id=r["correlation_id"],
-                        headers={"traceparent": r["traceparent"]} if r["traceparent"] else None,
-                    )
-                    for r in rows
-                ),
-                return_exceptions=True,
-            )
-            ok: list[int] = []
-            failed: list[tuple[int, str, float]] = []  # (id, error, seconds until the next attempt)
-            for r, res in zip(rows, results, strict=True):
-                if isinstance(res, BaseException):
-                    failed.append((r["id"], f"{type(res).__name__}: {res}", backoff_s(r["attempts"])))
-                else:
-                    ok.append(r["id"])
-                    OUTBOX_PUBLISHED.labels(routing_key=r["routing_key"]).inc()
-            if ok:
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ok)
-            if failed:
-                log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1][:300]})
-                try:
-                    # in a savepoint: whatever goes wrong in this bookkeeping must not undo marking the
-                    # confirmed rows above (they would be published again on every round)
-                    async with conn.transaction():
-                        await conn.executemany(
-                            """UPDATE outbox SET attempts = attempts + 1, last_error = left($2, 1000),
-                                   next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1""",
-                            failed,
-                        )
-                except asyncpg.PostgresError:
-                    log.exception("could not record outbox publish failures")
-            return len(ok)
+        rows = await self.pool.fetch(
+            """UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
+               WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= now()
+                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING id, event_id, exchange, routing_key, body, correlation_id, traceparent, attempts""",
+            self.batch_size,
+            self.lease_s,
+        )
+        if not rows:
+            return 0
+        rows = sorted(rows, key=lambda r: r["id"])  # RETURNING keeps no order: publish in commit order
+        RELAY_BATCH.observe(len(rows))
+        results = await asyncio.gather(
+            *(
+                self.broker.publish(
+                    exchange=r["exchange"],
+                    routing_key=r["routing_key"],
+                    body=bytes(r["body"]),
+                    message_id=str(r["event_id"]),
+                    correlation_id=r["correlation_id"],
+                    headers={"traceparent": r["traceparent"]} if r["traceparent"] else None,
+                )
+                for r in rows
+            ),
+            return_exceptions=True,
+        )
+        ok: list[int] = []
+        failed: list[tuple[int, str, float]] = []  # (id, error, seconds until the next attempt)
+        for r, res in zip(rows, results, strict=True):
+            if isinstance(res, BaseException):
+                failed.append((r["id"], f"{type(res).__name__}: {res}", backoff_s(r["attempts"])))
+            else:
+                ok.append(r["id"])
+                OUTBOX_PUBLISHED.labels(routing_key=r["routing_key"]).inc()
+        if failed:
+            log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1][:300]})
+        # the confirmed rows are marked whatever happens to the failures' bookkeeping (else they would be published
+        # again when their lease ends); if even this write fails, the lease brings them back (the inbox absorbs it)
+        await self.pool.execute(
+            """UPDATE outbox o SET published_at = CASE WHEN f.error IS NULL THEN now() END,
+                      attempts = o.attempts + (f.error IS NOT NULL)::int,
+                      last_error = coalesce(left(f.error, 1000), o.last_error),
+                      next_attempt_at = CASE WHEN f.error IS NULL THEN o.next_attempt_at
+                                             ELSE now() + make_interval(secs => f.delay) END
+               FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)
+               WHERE o.id = f.id""",
+            [*ok, *(f[0] for f in failed)],
+            [*([None] * len(ok)), *(f[1] for f in failed)],
+            [*([0.0] * len(ok)), *(f[2] for f in failed)],
+        )
+        return len(ok)
 
     async def backlog(self) -> int:
         n = await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")

@@ -342,6 +342,43 @@ async def test_a_row_that_keeps_failing_never_makes_the_relay_republish_the_good
     assert len(recorder.of_type("customers.customer.created.v1")) == 1
 
 
+async def test_rows_claimed_by_a_relay_that_died_are_published_once_its_lease_ends(system_factory, amqp, prefix):
+    """A relay claims rows with a lease and holds no transaction while it publishes. Rows another replica claimed
+    just before it crashed (lease still running) are left alone until the lease ends, then published once."""
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory()
+    await system.start("customers")
+    db = system.runtime("customers").db
+    orphan = customer_created("orphan@example.com")
+    fresh = customer_created("fresh@example.com")
+    from shared.outbox import OUTBOX_COLUMNS, outbox_row
+
+    async with db.acquire() as conn:
+        # as a crashed replica leaves it: claimed, its lease running for another 1.5 s
+        await conn.execute(
+            f"""INSERT INTO outbox ({OUTBOX_COLUMNS}, next_attempt_at)
+                VALUES ($1, $2, $3, $4, $5, $6, now() + interval '1.5 seconds')""",
+            *outbox_row(orphan, "events"),
+        )
+        leased_until = await conn.fetchval("SELECT next_attempt_at FROM outbox WHERE event_id = $1", orphan.event_id)
+        await conn.execute(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)", *outbox_row(fresh, "events")
+        )
+    [first] = await wait_for(lambda: recorder.of_type("customers.customer.created.v1"), what="the unclaimed row")
+    assert first["event_id"] == str(fresh.event_id)
+    events = await wait_for(
+        lambda: (
+            len(recorder.of_type("customers.customer.created.v1")) == 2
+            and recorder.of_type("customers.customer.created.v1")
+        ),
+        what="the orphaned row after its lease",
+    )
+    assert events[1]["event_id"] == str(orphan.event_id)
+    published_at = await db.fetchval("SELECT published_at FROM outbox WHERE event_id = $1", orphan.event_id)
+    assert published_at >= leased_until
+    assert await count(system, "customers", "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
 async def test_a_message_with_a_foreign_attempt_header_is_still_handled(system_factory, amqp, prefix):
     system = system_factory()
     await system.start("accounts")
