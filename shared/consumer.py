@@ -71,7 +71,7 @@ class Consumer:
         broker: Broker,
         retry_delays_ms: list[int] | tuple[int, ...],
         prefetch: int = 50,
-        workers: int = 4,
+        workers: int = 1,
         batch_max: int = 50,
         after_commit: Callable[[], None] | None = None,
     ) -> None:

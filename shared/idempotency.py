@@ -44,6 +44,8 @@ class Idempotency:
                 type_="urn:problem:validation",
                 errors=[{"field": "Idempotency-Key", "message": "must be 1 to 200 visible ASCII characters"}],
             )
+        if key is None:
+            return cls("", None, "")  # nothing to claim or remember: no hashing, no lookup
         digest = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
         # keys are per caller: two clients choosing the same key never see each other's responses
         return cls(f"{principal(request).account_id}:{route}", key, digest)

@@ -44,7 +44,11 @@ class CommonSettings(BaseSettings):
         description="Backoff between attempts of a failing message; after the last one it is dead-lettered",
     )
     prefetch: int = Field(50, description="Unacknowledged messages per consumer")
-    consumer_workers: int = Field(4, ge=1, description="Transactions a consumer runs at once")
+    consumer_workers: int = Field(
+        1,
+        ge=1,
+        description="Transactions a consumer runs at once; messages arriving meanwhile wait and go in one batch",
+    )
     consumer_batch_max: int = Field(
         50, ge=1, description="Messages waiting for a consumer's worker that are handled together, in one transaction"
     )

@@ -37,7 +37,7 @@ class InProcessSystem:
     mail_dir: Path | None = None
     retry_delays_ms: list[int] = field(default_factory=lambda: [100, 200, 400])
     send_retry_delays_s: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])
-    consumer_workers: int = 4
+    consumer_workers: int = 1
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
     clock: Clock | None = None  # customers' and visitors' clock (a FakeClock lets a test travel in time)
