@@ -155,6 +155,7 @@ async def create_invited_account(
             status="invited",
             invitation_expires_at=expires_at,
         ),
+        new_account=True,
     )
     return account_id
 
@@ -171,14 +172,17 @@ async def issue_invitation(
     correlation_id: str | None,
     causation_id: str | None,
     announce: Callable[[datetime], Message] | None = None,
+    new_account: bool = False,
 ) -> datetime:
     """A new set-password link for the account: earlier unused links stop working, only the new token's hash is
     stored, and the welcome email is requested with the link sealed for notifications. ``announce`` builds an
     event to publish alongside (account.created on creation)."""
-    await conn.execute(
-        "UPDATE invitations SET expires_at = now() WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()",
-        account_id,
-    )
+    if not new_account:  # an account created in this transaction has no earlier links
+        await conn.execute(
+            """UPDATE invitations SET expires_at = now()
+               WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()""",
+            account_id,
+        )
     token = security.new_token()
     invitation_id = uuid.uuid4()
     expires_at = datetime.now(UTC) + cfg.invitation_ttl

@@ -29,10 +29,10 @@ from services.notifications.mail import (
     compose,
 )
 from shared.db import DATABASE_ERRORS
-from shared.events import EmailFailedV1, EmailSentV1
+from shared.events import EmailFailedV1, EmailSentV1, Message, make_envelope
 from shared.logging import correlation_id_var
 from shared.metrics import EMAIL_DELIVERIES
-from shared.outbox import emit
+from shared.outbox import OUTBOX_COLUMNS, outbox_row
 from shared.sealing import SealError, unseal
 from shared.tracing import continued_span
 
@@ -187,7 +187,7 @@ class Dispatcher:
         delay = 0.1
         while True:
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self.pool.acquire() as conn:  # one statement: atomic on its own
                     await self._record(conn, row, outcome, subject, error)
                 return
             except DATABASE_ERRORS as exc:
@@ -242,38 +242,26 @@ class Dispatcher:
     async def _record(
         self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: str, subject: str | None, error: str | None
     ) -> None:
+        """The outcome, and its event in the outbox, in one statement (atomic without a transaction: one round trip
+        per email); nothing when the delivery was settled meanwhile (another replica whose lease had taken over)."""
         delivery_id: uuid.UUID = row["id"]
         attempts = row["attempts"] + 1
         correlation_id_var.set(row["correlation_id"])
         EMAIL_DELIVERIES.labels(row["template"], outcome).inc()
+        event: Message
         if outcome == "sent":
-            done = await conn.execute(
-                """UPDATE deliveries SET status = 'sent', attempts = $2, subject = $3, sent_at = now(),
-                          sealed_context = NULL, last_error = NULL, updated_at = now()
-                   WHERE id = $1 AND status = 'pending'""",
-                delivery_id,
-                attempts,
-                subject,
+            settle = """UPDATE deliveries SET status = 'sent', attempts = $2, subject = $3, sent_at = now(),
+                               sealed_context = NULL, last_error = NULL, updated_at = now()
+                        WHERE id = $1 AND status = 'pending' RETURNING id"""
+            args: tuple[object, ...] = (delivery_id, attempts, subject)
+            event = EmailSentV1(
+                delivery_id=delivery_id,
+                template=row["template"],
+                customer_id=row["customer_id"],
+                account_id=row["account_id"],
+                attempts=attempts,
             )
-            if done != "UPDATE 1":
-                return  # settled meanwhile by another replica whose lease had taken over
-            await emit(
-                conn,
-                EmailSentV1(
-                    delivery_id=delivery_id,
-                    template=row["template"],
-                    customer_id=row["customer_id"],
-                    account_id=row["account_id"],
-                    attempts=attempts,
-                ),
-                producer=SERVICE,
-                subject=delivery_id,
-                sequence=attempts,
-                correlation_id=row["correlation_id"],
-            )
-            log.info("email sent", extra={"delivery_id": str(delivery_id), "template": row["template"]})
-            return
-        if outcome == "temporary" and attempts <= len(self.retry_delays_s):
+        elif outcome == "temporary" and attempts <= len(self.retry_delays_s):
             delay = self.retry_delays_s[attempts - 1]
             await conn.execute(
                 """UPDATE deliveries SET attempts = $2, last_error = $3, updated_at = now(),
@@ -288,32 +276,40 @@ class Dispatcher:
                 extra={"delivery_id": str(delivery_id), "attempt": attempts, "retry_in_s": delay, "error": error},
             )
             return
-        permanent = outcome == "permanent"
-        done = await conn.execute(
-            """UPDATE deliveries SET status = 'failed', attempts = $2, last_error = $3, subject = coalesce($4, subject),
-                      failed_at = now(), sealed_context = NULL, updated_at = now()
-               WHERE id = $1 AND status = 'pending'""",
-            delivery_id,
-            attempts,
-            error,
-            subject,
-        )
-        if done != "UPDATE 1":
-            return
-        await emit(
-            conn,
-            EmailFailedV1(
+        else:
+            settle = """UPDATE deliveries SET status = 'failed', attempts = $2, last_error = $3,
+                               subject = coalesce($4, subject), failed_at = now(), sealed_context = NULL,
+                               updated_at = now()
+                        WHERE id = $1 AND status = 'pending' RETURNING id"""
+            args = (delivery_id, attempts, error, subject)
+            event = EmailFailedV1(
                 delivery_id=delivery_id,
                 template=row["template"],
                 customer_id=row["customer_id"],
                 account_id=row["account_id"],
                 attempts=attempts,
-                permanent=permanent,
+                permanent=outcome == "permanent",
                 reason=(error or "")[:1000],
-            ),
-            producer=SERVICE,
-            subject=delivery_id,
-            sequence=attempts,
-            correlation_id=row["correlation_id"],
+            )
+        envelope = make_envelope(
+            event, subject=delivery_id, sequence=attempts, producer=SERVICE, correlation_id=row["correlation_id"]
         )
-        log.error("email failed", extra={"delivery_id": str(delivery_id), "permanent": permanent, "error": error})
+        n = len(args)
+        done = await conn.fetchval(
+            f"""WITH d AS ({settle}),
+                     o AS (INSERT INTO outbox ({OUTBOX_COLUMNS})
+                           SELECT ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::text, ${n + 4}::bytea, ${n + 5}::text,
+                                  ${n + 6}::text FROM d)
+                SELECT count(*) FROM d""",
+            *args,
+            *outbox_row(envelope, event.EXCHANGE),
+        )
+        if not done:
+            return
+        if outcome == "sent":
+            log.info("email sent", extra={"delivery_id": str(delivery_id), "template": row["template"]})
+        else:
+            log.error(
+                "email failed",
+                extra={"delivery_id": str(delivery_id), "permanent": outcome == "permanent", "error": error},
+            )
