@@ -15,23 +15,27 @@ async def _portal_access(
 ) -> None:
     if customer_id is None:
         return  # operator accounts belong to no customer
-    updated = await conn.fetchval(
-        """UPDATE customers SET portal_access = $2, account_id = $3, account_sequence = $4
-           WHERE id = $1 AND account_sequence < $4 RETURNING id""",
+    # the portal access and its history row in one statement (nothing when the event is older than what we hold)
+    await conn.execute(
+        """WITH c AS (
+               UPDATE customers SET portal_access = $2, account_id = $3, account_sequence = $4
+               WHERE id = $1 AND account_sequence < $4 RETURNING id
+           )
+           INSERT INTO customer_history (customer_id, action, actor_type, actor_id, details, correlation_id)
+           SELECT id, $5, $6, $7, $8::jsonb, $9 FROM c""",
         customer_id,
         access,
         account_id,
         env.sequence,
+        f"account.{access}",
+        ACCOUNTS.type,
+        ACCOUNTS.id,
+        {"account_id": str(account_id)},
+        env.correlation_id,
     )
-    if updated:
-        await lifecycle.record(
-            conn,
-            customer_id,  # type: ignore[arg-type]
-            f"account.{access}",
-            lifecycle.Actor("service", "accounts"),
-            {"account_id": account_id},
-            env.correlation_id,
-        )
+
+
+ACCOUNTS = lifecycle.Actor("service", "accounts")
 
 
 async def on_account_created(conn: asyncpg.Connection, env: Envelope, event: AccountCreatedV1) -> None:
