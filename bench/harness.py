@@ -292,8 +292,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             # the services downstream of customers are held meanwhile (SIGSTOP): both are measured on a machine
             # where nothing else runs; the events the writes cause wait in their queues, handled after the phase
-            await load.seed_customers(system, 1)  # customers has accounts' signing keys before accounts is held
-            await load.settle(system, settle_limit)
+            await load.authenticate(system)  # customers has accounts' signing keys before accounts is held
             system.hold(DOWNSTREAM, True)
             try:
                 result["write_ceiling"], result["write"] = await abba(

@@ -156,6 +156,14 @@ async def seed_customers(system: System, n: int, concurrency: int = 16) -> list[
     return ids
 
 
+async def authenticate(system: System) -> None:
+    """One authenticated request to customers, so that it holds accounts' signing keys (JWKS) from then on."""
+    url = f"{system.urls['customers']}/v1/customers?limit=1"
+    async with session_for(system, 1) as session, session.get(url) as r:
+        if r.status != 200:
+            raise RuntimeError(f"customers refused the bench's token: {r.status} {await r.text()}")
+
+
 async def read_phase(
     system: System,
     ids: list[str],
