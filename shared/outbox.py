@@ -42,6 +42,17 @@ def outbox_row(envelope: Envelope, exchange: str) -> tuple[object, ...]:
     )
 
 
+def insert_from(source: str, first: int) -> str:
+    """SQL inserting one outbox row, whose values (``outbox_row``) are the parameters ``$first`` to ``$first+5``, for
+    each row of ``source`` (a CTE of the same statement): the event is written with the change it reports, or not
+    at all."""
+    p = [f"${i}" for i in range(first, first + 6)]
+    return (
+        f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {p[0]}::uuid, {p[1]}::text, {p[2]}::text, {p[3]}::bytea, "
+        f"{p[4]}::text, {p[5]}::text FROM {source}"
+    )
+
+
 async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
     """Write one message to the outbox inside the caller's transaction."""
     await conn.execute(

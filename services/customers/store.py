@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.outbox import OUTBOX_COLUMNS
+from shared.outbox import insert_from
 
 COLUMNS = (
     "id, full_name, email, company_name, phone, kind, standing, portal_access, account_id, version, created_at, "
@@ -34,8 +34,8 @@ async def insert_customer(
     event: tuple[object, ...],
 ) -> asyncpg.Record:
     """Insert the customer (a contact in good standing, version 1: what ``event`` says), its ``created`` history
-    row (``history``: actor type, actor id, details, correlation id) and its event's outbox row (``event``: the
-    values of ``OUTBOX_COLUMNS``) in one statement: atomic without a transaction, so creating a customer is one
+    row (``history``: actor type, actor id, details, correlation id) and its event's outbox row (``event``: its
+    ``outbox_row``) in one statement: atomic without a transaction, so creating a customer is one
     round trip to the database."""
     actor_type, actor_id, details, correlation_id = history
     try:
@@ -46,10 +46,7 @@ async def insert_customer(
                 ), h AS (
                     INSERT INTO customer_history (customer_id, action, actor_type, actor_id, details, correlation_id)
                     SELECT id, 'created', $6::text, $7::text, $8::jsonb, $9::text FROM c
-                ), o AS (
-                    INSERT INTO outbox ({OUTBOX_COLUMNS})
-                    SELECT $10::uuid, $11::text, $12::text, $13::bytea, $14::text, $15::text FROM c
-                )
+                ), o AS ({insert_from("c", 10)})
                 SELECT * FROM c""",
             customer_id,
             full_name,

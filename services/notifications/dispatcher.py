@@ -32,7 +32,7 @@ from shared.db import DATABASE_ERRORS
 from shared.events import EmailFailedV1, EmailSentV1, Message, make_envelope
 from shared.logging import correlation_id_var
 from shared.metrics import EMAIL_DELIVERIES
-from shared.outbox import OUTBOX_COLUMNS, outbox_row
+from shared.outbox import insert_from, outbox_row
 from shared.sealing import SealError, unseal
 from shared.tracing import continued_span
 
@@ -294,13 +294,8 @@ class Dispatcher:
         envelope = make_envelope(
             event, subject=delivery_id, sequence=attempts, producer=SERVICE, correlation_id=row["correlation_id"]
         )
-        n = len(args)
         done = await conn.fetchval(
-            f"""WITH d AS ({settle}),
-                     o AS (INSERT INTO outbox ({OUTBOX_COLUMNS})
-                           SELECT ${n + 1}::uuid, ${n + 2}::text, ${n + 3}::text, ${n + 4}::bytea, ${n + 5}::text,
-                                  ${n + 6}::text FROM d)
-                SELECT count(*) FROM d""",
+            f"WITH d AS ({settle}), o AS ({insert_from('d', len(args) + 1)}) SELECT count(*) FROM d",
             *args,
             *outbox_row(envelope, event.EXCHANGE),
         )
