@@ -189,12 +189,6 @@ class Consumer:
                 if not settled.done():
                     settled.cancel()
 
-    async def process(self, message: AbstractIncomingMessage) -> None:
-        """Handle and settle one message on its own (its own transaction)."""
-        parsed = await self._parse(message)
-        if parsed is not None:
-            await self._handle_alone(parsed)
-
     async def _settle_batch(self, batch: list[tuple[AbstractIncomingMessage, asyncio.Future[None]]]) -> None:
         parsed: list[tuple[_Parsed, asyncio.Future[None]]] = []
         for message, settled in batch:
