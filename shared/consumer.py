@@ -216,14 +216,7 @@ class Consumer:
                 )
             else:
                 CONSUMER_BATCH.labels(self.queue_name).observe(len(parsed))
-                for (p, settled), inserted in zip(parsed, fresh, strict=True):
-                    try:
-                        await self._acked(p, inserted)
-                        settled.set_result(None)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        settled.set_exception(exc)
+                await self._ack_batch([p for p, _ in parsed], fresh, [s for _, s in parsed])
                 if any(fresh) and self.after_commit is not None:
                     self.after_commit()
                 return
@@ -314,8 +307,40 @@ class Consumer:
         if inserted and self.after_commit is not None:
             self.after_commit()
 
+    async def _ack_batch(self, batch: list[_Parsed], fresh: list[bool], settled: list[asyncio.Future[None]]) -> None:
+        """Ack a committed batch. With one worker, every message delivered on the channel before the batch's last
+        is settled by now (batches are taken in delivery order, one at a time, and each message is settled before
+        the next batch starts), so one ack with ``multiple`` settles the whole batch: one frame instead of one
+        per message, for this process and for the broker. Otherwise each message is acked on its own."""
+        channels = {id(p.message.channel) for p in batch}
+        if self.workers == 1 and len(channels) == 1:
+            last = max(batch, key=lambda p: p.message.delivery_tag or 0)
+            try:
+                await last.message.ack(multiple=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                for s in settled:
+                    s.set_exception(exc)
+                return
+            for p, inserted, s in zip(batch, fresh, settled, strict=True):
+                self._count(p, inserted)
+                s.set_result(None)
+            return
+        for p, inserted, s in zip(batch, fresh, settled, strict=True):
+            try:
+                await self._acked(p, inserted)
+                s.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                s.set_exception(exc)
+
     async def _acked(self, p: _Parsed, inserted: bool) -> None:
         await p.message.ack()
+        self._count(p, inserted)
+
+    def _count(self, p: _Parsed, inserted: bool) -> None:
         routing_key = p.message.routing_key or ""
         EVENTS_CONSUMED.labels(self.queue_name, routing_key, "handled" if inserted else "duplicate").inc()
         if not inserted:

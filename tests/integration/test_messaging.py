@@ -460,7 +460,8 @@ async def test_messages_waiting_together_are_handled_in_batches_and_one_bad_one_
     system_factory, amqp, prefix
 ):
     """Events wait in the queue before accounts starts (one worker, so they arrive while it is busy and are handled
-    in batches). First 20 events and a duplicate: one account each, some handled together. Then 10 more with an
+    in batches). First 20 events, a duplicate and a poison message: one account each, some handled together (and
+    acknowledged together), the poison in the dead-letter queue, nothing left unacknowledged. Then 10 more with an
     event whose email another account already has: its batch fails, each of its messages is handled alone, and
     only the conflicting one goes to the dead-letter queue, with its reason."""
     from shared.topology import Topology
@@ -473,7 +474,11 @@ async def test_messages_waiting_together_are_handled_in_batches_and_one_bad_one_
 
     async def handle(envelopes: list, *, stop: bool) -> None:
         for envelope in envelopes:
+            if envelope is None:  # poison in the middle of a batch
+                await publish_raw(amqp, f"{prefix}events", "customers.customer.created.v1", b"{not json")
+                continue
             await publish_raw(amqp, f"{prefix}events", envelope.routing_key, body(envelope), str(envelope.event_id))
+        envelopes = [e for e in envelopes if e is not None]
         await system.start("accounts")
         ids = [e.payload["customer_id"] for e in envelopes]
 
@@ -489,13 +494,17 @@ async def test_messages_waiting_together_are_handled_in_batches_and_one_bad_one_
         await wait_for(queue_empty, what="the queue to be empty")
         if stop:
             await system.stop("accounts")
+            # nothing was left unacknowledged (it would be back in the queue now that the consumer is gone)
+            assert await queue_depth(amqp, f"{prefix}{queue}") == 0
 
     first = [customer_created(f"batch{i}@example.com") for i in range(20)]
     batches_before, messages_before = batch_histogram(queue)
     duplicates_before = consumed(queue, "customers.customer.created.v1", "duplicate")
     clash = customer_created("batch3@example.com")  # another customer, an email an account already has
-    await handle([*first[:10], first[5], *first[10:]], stop=True)
+    await handle([*first[:10], first[5], None, *first[10:]], stop=True)
     assert consumed(queue, "customers.customer.created.v1", "duplicate") == duplicates_before + 1
+    [poison] = await drain(amqp, f"{prefix}{queue}.dlq")
+    assert "invalid JSON" in poison.headers["x-dead-letter-reason"]
     batches, messages = batch_histogram(queue)
     assert messages - messages_before == 21
     assert batches - batches_before < 21, "some messages were handled together"
