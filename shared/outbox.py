@@ -53,6 +53,18 @@ def insert_from(source: str, first: int) -> str:
     )
 
 
+def insert_values(first: int, rows: int) -> str:
+    """SQL inserting ``rows`` outbox rows whose values (``outbox_row`` each, one after the other) are the parameters
+    from ``$first`` on: to write events in the statement of the change they report."""
+    groups = (
+        "(" + ", ".join(f"${first + 6 * r + i}{cast}" for i, cast in enumerate(_CASTS)) + ")" for r in range(rows)
+    )
+    return f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES {', '.join(groups)}"
+
+
+_CASTS = ("::uuid", "::text", "::text", "::bytea", "::text", "::text")
+
+
 async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
     """Write one message to the outbox inside the caller's transaction."""
     await conn.execute(

@@ -29,9 +29,10 @@ from shared.events import (
     Envelope,
     Message,
     SendEmailV1,
+    make_envelope,
 )
 from shared.events.customers import CustomerStateMixin
-from shared.outbox import emit
+from shared.outbox import emit, insert_values, outbox_row
 from shared.sealing import seal
 
 SERVICE = "accounts"
@@ -186,25 +187,8 @@ async def issue_invitation(
     token = security.new_token()
     invitation_id = uuid.uuid4()
     expires_at = datetime.now(UTC) + cfg.invitation_ttl
-    await store.insert_invitation(
-        conn,
-        invitation_id=invitation_id,
-        account_id=account_id,
-        token_hash=security.token_hash(token),
-        expires_at=expires_at,
-    )
-    if announce is not None:
-        await emit(
-            conn,
-            announce(expires_at),
-            producer=SERVICE,
-            subject=account_id,
-            sequence=sequence,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
-    await emit(
-        conn,
+    messages: list[Message] = [] if announce is None else [announce(expires_at)]
+    messages.append(
         SendEmailV1(
             request_key=f"welcome:{invitation_id}",
             template="welcome",
@@ -214,12 +198,32 @@ async def issue_invitation(
             account_id=account_id,
             context={"full_name": full_name, "expires_at": expires_at.isoformat()},
             sealed_context=seal(cfg.seal_key, {"set_password_url": set_password_url(cfg.public_base_url, token)}),
-        ),
-        producer=SERVICE,
-        subject=account_id,
-        sequence=sequence,
-        correlation_id=correlation_id,
-        causation_id=causation_id,
+        )
+    )
+    events = [
+        outbox_row(
+            make_envelope(
+                m,
+                producer=SERVICE,
+                subject=account_id,
+                sequence=sequence,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            ),
+            m.EXCHANGE,
+        )
+        for m in messages
+    ]
+    # the invitation (only the token's hash) and its events in one statement
+    await conn.execute(
+        f"""WITH i AS (INSERT INTO invitations (id, account_id, token_hash, expires_at, purpose)
+                       VALUES ($1, $2, $3, $4, 'invitation'))
+            {insert_values(5, len(events))}""",
+        invitation_id,
+        account_id,
+        security.token_hash(token),
+        expires_at,
+        *(value for row in events for value in row),
     )
     return expires_at
 
