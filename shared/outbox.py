@@ -167,15 +167,20 @@ class OutboxRelay:
         try:
             self._listener = await asyncpg.connect(self.dsn)
             await self._listener.add_listener("outbox", lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox LISTEN unavailable, polling", extra={"error": str(exc)})
+        except DATABASE_ERRORS as exc:  # polled meanwhile; tried again before the next round
+            log.warning("outbox LISTEN unavailable, polling", extra={"error": f"{type(exc).__name__}: {exc}"})
+            if self._listener is not None:
+                self._listener.terminate()
             self._listener = None
 
     async def _run(self) -> None:
         await self.broker.wait_connected()
         last_round = 0.0
         while not self._stop.is_set():
-            await self._listen()
+            try:
+                await self._listen()
+            except Exception:  # never let the relay die for want of its wake-ups: it polls
+                log.exception("outbox LISTEN failed unexpectedly")
             wait = last_round + self.min_round_interval_s - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
