@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import orjson
@@ -243,8 +244,10 @@ class OutboxRelay:
         if failed:
             log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1][:300]})
         # the confirmed rows are marked whatever happens to the failures' bookkeeping (else they would be published
-        # again when their lease ends); if even this write fails, the lease brings them back (the inbox absorbs it)
-        await self.pool.execute(
+        # again when their lease ends); the write is retried while the lease runs (the database away for a moment),
+        # and if it still fails the lease brings the rows back (the inbox absorbs the second copy)
+        await self._retrying(
+            self.pool.execute,
             """UPDATE outbox o SET published_at = CASE WHEN f.error IS NULL THEN now() END,
                       attempts = o.attempts + (f.error IS NOT NULL)::int,
                       last_error = coalesce(left(f.error, 1000), o.last_error),
@@ -257,6 +260,20 @@ class OutboxRelay:
             [*([0.0] * len(ok)), *(f[2] for f in failed)],
         )
         return len(ok)
+
+    async def _retrying(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """``fn(*args)``, tried again on database errors until half the lease has passed."""
+        give_up = time.monotonic() + self.lease_s / 2
+        delay = 0.1
+        while True:
+            try:
+                await fn(*args)
+                return
+            except DATABASE_ERRORS:
+                if time.monotonic() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def backlog(self) -> int:
         n = await self.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
