@@ -43,27 +43,25 @@ def outbox_row(envelope: Envelope, exchange: str) -> tuple[object, ...]:
     )
 
 
+_CASTS = ("::uuid", "::text", "::text", "::bytea", "::text", "::text")
+
+
+def _params(first: int) -> str:
+    return ", ".join(f"${first + i}{cast}" for i, cast in enumerate(_CASTS))
+
+
 def insert_from(source: str, first: int) -> str:
     """SQL inserting one outbox row, whose values (``outbox_row``) are the parameters ``$first`` to ``$first+5``, for
     each row of ``source`` (a CTE of the same statement): the event is written with the change it reports, or not
     at all."""
-    p = [f"${i}" for i in range(first, first + 6)]
-    return (
-        f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {p[0]}::uuid, {p[1]}::text, {p[2]}::text, {p[3]}::bytea, "
-        f"{p[4]}::text, {p[5]}::text FROM {source}"
-    )
+    return f"INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {_params(first)} FROM {source}"
 
 
 def insert_values(first: int, rows: int) -> str:
     """SQL inserting ``rows`` outbox rows whose values (``outbox_row`` each, one after the other) are the parameters
     from ``$first`` on: to write events in the statement of the change they report."""
-    groups = (
-        "(" + ", ".join(f"${first + 6 * r + i}{cast}" for i, cast in enumerate(_CASTS)) + ")" for r in range(rows)
-    )
-    return f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES {', '.join(groups)}"
-
-
-_CASTS = ("::uuid", "::text", "::text", "::bytea", "::text", "::text")
+    groups = ", ".join(f"({_params(first + 6 * r)})" for r in range(rows))
+    return f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES {groups}"
 
 
 async def enqueue(conn: asyncpg.Connection, envelope: Envelope, exchange: str) -> None:
