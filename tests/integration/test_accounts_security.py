@@ -132,13 +132,19 @@ async def test_a_password_reset_link_arrives_by_email_and_sets_a_new_password_on
     [account] = (await (await http.get("/v1/accounts", headers=admin)).json())["items"]
 
     answers = []
-    for email in ("ADA@example.com", "nobody@example.com", "ada@example.com"):
+
+    async def request_reset(email: str) -> None:
         resp = await http.post("/v1/password-resets", json={"email": email})
         assert resp.status == 202
         answers.append(await resp.json())
-    assert answers[0] == answers[1] == answers[2] == {"status": "accepted"}
+
+    await request_reset("ADA@example.com")
+    await request_reset("nobody@example.com")
     first = await reset_link(smtp, "ada@example.com", 2)  # the welcome email, then the first reset
+    # the second request only once the first email is in: emails sent at the same moment may arrive in any order
+    await request_reset("ada@example.com")
     second = await reset_link(smtp, "ada@example.com", 3)
+    assert answers[0] == answers[1] == answers[2] == {"status": "accepted"}
 
     # a newer link replaces the earlier one; a reset token is no set-password token
     confirm = "/v1/password-resets/confirm"
