@@ -5,7 +5,8 @@ A relay round is two statements and no open transaction: it claims due rows with
 moved past the publish timeout, rows chosen with ``FOR UPDATE SKIP LOCKED`` and committed at once, so replicas
 never claim the same row), publishes them, then marks the confirmed ones published (failed ones get a backoff).
 A crash between the broker's confirm and the mark republishes the row once its lease ends, which the consumers'
-inbox absorbs (at-least-once)."""
+inbox absorbs (at-least-once). A round cut short without a crash (the claim's reply or the mark lost with the
+database connection) leaves its rows marked with this relay's id, and its next round takes them again at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -129,6 +131,9 @@ class OutboxRelay:
         self.retention_s = retention_s
         self.inbox_retention_s = inbox_retention_s
         self.extra_cleanup = extra_cleanup
+        self.relay_id = uuid.uuid4()
+        """Written on the rows this relay claims: rows it claimed in a round that did not finish (the claim's reply
+        lost, the mark failed) are its own to take again at once; another replica's wait for their lease."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -206,12 +211,14 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch of due rows. Returns how many were published."""
         rows = await self.pool.fetch(
-            """UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
-               WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND next_attempt_at <= now()
+            """UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2), claimed_by = $3
+               WHERE id IN (SELECT id FROM outbox
+                            WHERE published_at IS NULL AND (next_attempt_at <= now() OR claimed_by = $3)
                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
                RETURNING id, event_id, exchange, routing_key, body, correlation_id, traceparent, attempts""",
             self.batch_size,
             self.lease_s,
+            self.relay_id,
         )
         if not rows:
             return 0
@@ -246,7 +253,7 @@ class OutboxRelay:
         # and if it still fails the lease brings the rows back (the inbox absorbs the second copy)
         await self._retrying(
             self.pool.execute,
-            """UPDATE outbox o SET published_at = CASE WHEN f.error IS NULL THEN now() END,
+            """UPDATE outbox o SET published_at = CASE WHEN f.error IS NULL THEN now() END, claimed_by = NULL,
                       attempts = o.attempts + (f.error IS NOT NULL)::int,
                       last_error = coalesce(left(f.error, 1000), o.last_error),
                       next_attempt_at = CASE WHEN f.error IS NULL THEN o.next_attempt_at

@@ -379,6 +379,48 @@ async def test_rows_claimed_by_a_relay_that_died_are_published_once_its_lease_en
     assert await count(system, "customers", "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
 
+async def test_rows_a_relay_claimed_in_a_round_it_could_not_finish_are_its_own_to_publish_at_once(
+    system_factory, amqp, prefix
+):
+    """When the database connection drops while a claim's reply is on its way (or before the mark), the claimed
+    rows carry the relay's id: its next round takes them again instead of leaving them for the whole lease (20 s
+    in production). Rows another replica holds still wait for their lease."""
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory()
+    await system.start("customers")
+    runtime = system.runtime("customers")
+    db = runtime.db
+    mine = customer_created("mine@example.com")
+    theirs = customer_created("theirs@example.com")
+    from shared.outbox import OUTBOX_COLUMNS, outbox_row
+
+    async with db.acquire() as conn:
+        for envelope, relay_id in ((mine, runtime.relay.relay_id), (theirs, uuid.uuid4())):
+            # as a lost claim leaves them: leased for an hour, claimed by a relay
+            await conn.execute(
+                f"""INSERT INTO outbox ({OUTBOX_COLUMNS}, next_attempt_at, claimed_by)
+                    VALUES ($1, $2, $3, $4, $5, $6, now() + interval '1 hour', $7)""",
+                *outbox_row(envelope, "events"),
+                relay_id,
+            )
+    [event] = await wait_for(lambda: recorder.of_type("customers.customer.created.v1"), what="this relay's row")
+    assert event["event_id"] == str(mine.event_id)
+    row = await db.fetchrow("SELECT published_at, claimed_by FROM outbox WHERE event_id = $1", mine.event_id)
+    assert row["published_at"] is not None and row["claimed_by"] is None
+    # a later round (it publishes a new row) leaves the other replica's row to its lease too
+    later = customer_created("later@example.com")
+    async with db.acquire() as conn:
+        await conn.execute(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)", *outbox_row(later, "events")
+        )
+    await wait_for(lambda: len(recorder.of_type("customers.customer.created.v1")) == 2, what="a later round")
+    assert [e["event_id"] for e in recorder.of_type("customers.customer.created.v1")] == [
+        str(mine.event_id),
+        str(later.event_id),
+    ]
+    assert await db.fetchval("SELECT published_at FROM outbox WHERE event_id = $1", theirs.event_id) is None
+
+
 async def test_a_message_with_a_foreign_attempt_header_is_still_handled(system_factory, amqp, prefix):
     system = system_factory()
     await system.start("accounts")
