@@ -48,9 +48,52 @@ class PermanentError(Exception):
 
 
 @dataclass(frozen=True)
+class Statement:
+    """A handler's whole effect as one SQL statement: ``ctes`` are data-modifying common table expressions
+    (``name AS (INSERT ...), other AS (UPDATE ...)``) with parameters from ``$3`` on (``args``). Every one of them
+    must act only when the CTE ``fresh`` has a row (``... SELECT ... FROM fresh``, ``WHERE EXISTS (SELECT FROM
+    fresh)``): ``fresh`` is the message's inbox row, inserted by the same statement, and empty for a duplicate."""
+
+    ctes: str
+    args: tuple[Any, ...]
+
+
+StatementFn = Callable[[Envelope, Any], Statement]
+
+
+@dataclass(frozen=True)
 class Handler:
+    """What a queue does with one message type: ``fn`` runs in the consumer's transaction (after the inbox
+    insert), or ``statement`` gives the whole effect as one statement. A statement handler needs no transaction:
+    the inbox row and the effect commit together as one statement (one round trip instead of BEGIN, inbox, the
+    effect and COMMIT); in a batch that also holds transactional handlers it runs inside the transaction."""
+
     message: type[Message]
-    fn: HandlerFn
+    fn: HandlerFn | None = None
+    statement: StatementFn | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fn is None) == (self.statement is None):
+            raise TypeError("a handler has either fn or statement")
+
+
+_INBOX_INSERT = "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING event_id"
+_INBOX_DONE = "SELECT $2::uuid AS event_id, $1::text AS consumer"  # in a transaction that inserted it already
+
+
+NOTHING = Statement("nothing AS (SELECT)", ())
+"""A statement handler's answer when the message asks for nothing here: only its inbox row is written."""
+
+
+async def execute_statement(conn: asyncpg.Connection, st: Statement) -> None:
+    """Run a :class:`Statement` from a transactional handler, whose consumer took the inbox row already."""
+    await conn.execute(statement_sql(st, inbox=False), "", None, *st.args)
+
+
+def statement_sql(st: Statement, *, inbox: bool) -> str:
+    """The statement a :class:`Statement` runs as: with its own inbox insert (``inbox``), or inside a
+    transaction whose batch insert took the inbox row already."""
+    return f"WITH fresh AS ({_INBOX_INSERT if inbox else _INBOX_DONE}), {st.ctes} SELECT count(*) FROM fresh"
 
 
 @dataclass(frozen=True)
@@ -203,6 +246,9 @@ class Consumer:
                 settled.set_result(None)
             else:
                 parsed.append((p, settled))
+        if parsed and all(p.handler.statement is not None for p, _ in parsed):
+            await self._settle_statements(parsed)
+            return
         if len(parsed) > 1:
             try:
                 fresh = await self._handle_together([p for p, _ in parsed])
@@ -230,6 +276,32 @@ class Consumer:
             except Exception as exc:
                 settled.set_exception(exc)
 
+    async def _settle_statements(self, parsed: list[tuple[_Parsed, asyncio.Future[None]]]) -> None:
+        CONSUMER_BATCH.labels(self.queue_name).observe(len(parsed))
+        try:
+            outcomes = await self._run_statements([p for p, _ in parsed])
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # no connection from the pool: nothing written, each is handled alone
+            outcomes = [None] * len(parsed)
+        done = [(p, s, fresh) for (p, s), fresh in zip(parsed, outcomes, strict=True) if fresh is not None]
+        if len(done) == len(parsed):
+            await self._ack_batch([p for p, _, _ in done], [bool(f) for _, _, f in done], [s for _, s, _ in done])
+        else:
+            for (p, s), fresh in zip(parsed, outcomes, strict=True):
+                try:
+                    if fresh is None:
+                        await self._handle_alone(p)
+                    else:
+                        await self._acked(p, fresh)
+                    s.set_result(None)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    s.set_exception(exc)
+        if any(outcomes) and self.after_commit is not None:
+            self.after_commit()
+
     async def _parse(self, message: AbstractIncomingMessage) -> _Parsed | None:
         """The message's envelope, handler and payload; None when it was dead-lettered (it can never succeed)."""
         try:
@@ -250,7 +322,9 @@ class Consumer:
             return None
         return _Parsed(message, envelope, handler, event)
 
-    async def _run_handler(self, conn: asyncpg.Connection, p: _Parsed) -> None:
+    @contextlib.contextmanager
+    def _handling(self, p: _Parsed) -> Any:
+        """The message's ids in the log context and its span (continuing the publisher's trace)."""
         event_id_var.set(str(p.envelope.event_id))
         correlation_id_var.set(p.envelope.correlation_id)
         traceparent = (p.message.headers or {}).get("traceparent")
@@ -260,7 +334,36 @@ class Consumer:
             SpanKind.CONSUMER,
             {"messaging.destination": self.queue_name, "messaging.message.id": p.message.message_id or ""},
         ):
-            await p.handler.fn(conn, p.envelope, p.event)
+            yield
+
+    async def _run_handler(self, conn: asyncpg.Connection, p: _Parsed) -> None:
+        """The handler, in a transaction that holds the message's inbox row already."""
+        with self._handling(p):
+            if p.handler.statement is not None:
+                st = p.handler.statement(p.envelope, p.event)
+                await conn.execute(statement_sql(st, inbox=False), self.queue_name, p.envelope.event_id, *st.args)
+            else:
+                assert p.handler.fn is not None
+                await p.handler.fn(conn, p.envelope, p.event)
+
+    async def _run_statements(self, batch: list[_Parsed]) -> list[bool | None]:
+        """Each message of a batch of statement handlers as one statement of its own, with its inbox insert, no
+        transaction: per message whether it was new, or None when its statement failed (it is then handled
+        alone, where a failure is retried or dead-lettered as usual; nothing of it was written)."""
+        out: list[bool | None] = []
+        async with self.pool.acquire() as conn:
+            for p in batch:
+                assert p.handler.statement is not None
+                try:
+                    with self._handling(p):
+                        st = p.handler.statement(p.envelope, p.event)
+                        sql = statement_sql(st, inbox=True)
+                        out.append(bool(await conn.fetchval(sql, self.queue_name, p.envelope.event_id, *st.args)))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    out.append(None)
+        return out
 
     async def _handle_together(self, batch: list[_Parsed]) -> list[bool]:
         """One transaction for the batch: one inbox insert for all, then each new message's handler. Returns, per

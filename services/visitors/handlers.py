@@ -21,7 +21,7 @@ import uuid
 
 import asyncpg
 
-from shared.consumer import Handler
+from shared.consumer import Handler, Statement
 from shared.events import (
     CustomerBecameContactV1,
     CustomerBecameMemberV1,
@@ -35,8 +35,7 @@ from shared.events import (
 from shared.events.customers import CustomerStateMixin
 
 
-async def upsert_host(
-    conn: asyncpg.Connection,
+def upsert_host(
     env: Envelope,
     customer_id: uuid.UUID,
     kind: str,
@@ -44,46 +43,42 @@ async def upsert_host(
     *,
     full_name: str | None = None,
     email: str | None = None,
-) -> None:
-    """Apply one customer event to its host row (see the module docstring); stale parts change nothing."""
-    await conn.execute(
-        """INSERT INTO hosts AS h (customer_id, full_name, email, kind, standing, sequence, profile_sequence)
-           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $3::text IS NULL THEN 0 ELSE $6 END)
-           ON CONFLICT (customer_id) DO UPDATE SET
-               kind = CASE WHEN h.sequence < excluded.sequence THEN excluded.kind ELSE h.kind END,
-               standing = CASE WHEN h.sequence < excluded.sequence THEN excluded.standing ELSE h.standing END,
-               sequence = greatest(h.sequence, excluded.sequence),
-               full_name = CASE WHEN h.profile_sequence < excluded.profile_sequence
-                                THEN excluded.full_name ELSE h.full_name END,
-               email = CASE WHEN h.profile_sequence < excluded.profile_sequence
-                            THEN excluded.email ELSE h.email END,
-               profile_sequence = greatest(h.profile_sequence, excluded.profile_sequence),
-               updated_at = now()
-           WHERE h.sequence < excluded.sequence OR h.profile_sequence < excluded.profile_sequence""",
-        customer_id,
-        full_name,
-        email,
-        kind,
-        standing,
-        env.sequence,
+) -> Statement:
+    """One customer event applied to its host row (see the module docstring); stale parts change nothing. One
+    statement with the message's inbox row (see :class:`Statement`)."""
+    return Statement(
+        """host AS (
+               INSERT INTO hosts AS h (customer_id, full_name, email, kind, standing, sequence, profile_sequence)
+               SELECT $3::uuid, $4::text, $5::text, $6::text, $7::text, $8::int,
+                      CASE WHEN $5::text IS NULL THEN 0 ELSE $8 END
+               FROM fresh
+               ON CONFLICT (customer_id) DO UPDATE SET
+                   kind = CASE WHEN h.sequence < excluded.sequence THEN excluded.kind ELSE h.kind END,
+                   standing = CASE WHEN h.sequence < excluded.sequence THEN excluded.standing ELSE h.standing END,
+                   sequence = greatest(h.sequence, excluded.sequence),
+                   full_name = CASE WHEN h.profile_sequence < excluded.profile_sequence
+                                    THEN excluded.full_name ELSE h.full_name END,
+                   email = CASE WHEN h.profile_sequence < excluded.profile_sequence
+                                THEN excluded.email ELSE h.email END,
+                   profile_sequence = greatest(h.profile_sequence, excluded.profile_sequence),
+                   updated_at = now()
+               WHERE h.sequence < excluded.sequence OR h.profile_sequence < excluded.profile_sequence
+           )""",
+        (customer_id, full_name, email, kind, standing, env.sequence),
     )
 
 
-async def on_customer_created(conn: asyncpg.Connection, env: Envelope, event: CustomerCreatedV1) -> None:
-    await upsert_host(
-        conn, env, event.customer_id, event.kind, event.standing, full_name=event.full_name, email=event.email
-    )
+def on_customer_created(env: Envelope, event: CustomerCreatedV1) -> Statement:
+    return upsert_host(env, event.customer_id, event.kind, event.standing, full_name=event.full_name, email=event.email)
 
 
-async def on_customer_updated(conn: asyncpg.Connection, env: Envelope, event: CustomerUpdatedV1) -> None:
-    await upsert_host(
-        conn, env, event.customer_id, event.kind, event.standing, full_name=event.full_name, email=event.email
-    )
+def on_customer_updated(env: Envelope, event: CustomerUpdatedV1) -> Statement:
+    return upsert_host(env, event.customer_id, event.kind, event.standing, full_name=event.full_name, email=event.email)
 
 
-async def on_customer_state(conn: asyncpg.Connection, env: Envelope, event: CustomerStateMixin) -> None:
+def on_customer_state(env: Envelope, event: CustomerStateMixin) -> Statement:
     """became_member, became_contact, suspended, reactivated: the kind and standing after the change."""
-    await upsert_host(conn, env, event.customer_id, event.kind, event.standing)
+    return upsert_host(env, event.customer_id, event.kind, event.standing)
 
 
 ERASED = 2**31 - 1  # erasure is final: no later (or late) event about the customer may apply after it
@@ -115,11 +110,11 @@ async def on_customer_erased(conn: asyncpg.Connection, env: Envelope, event: Cus
 
 HANDLERS: dict[str, dict[str, Handler]] = {
     "visitors.customer-events": {
-        CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, on_customer_created),
-        CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated),
+        CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, statement=on_customer_created),
+        CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, statement=on_customer_updated),
         CustomerErasedV1.routing_key(): Handler(CustomerErasedV1, on_customer_erased),
         **{
-            m.routing_key(): Handler(m, on_customer_state)
+            m.routing_key(): Handler(m, statement=on_customer_state)
             for m in (CustomerBecameMemberV1, CustomerBecameContactV1, CustomerSuspendedV1, CustomerReactivatedV1)
         },
     }
