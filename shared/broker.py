@@ -26,7 +26,6 @@ class Broker:
         self.publish_timeout_s = publish_timeout_s
         self.connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, Any] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -160,16 +159,23 @@ class Broker:
             correlation_id=correlation_id,
             headers=headers or {},
         )
-        target: Any
-        if exchange is None:
-            target = self._publisher.default_exchange
-        else:
-            target = self._exchanges.get(exchange)
-            if target is None:
-                target = await self._publisher.get_exchange(self.topology.exchange(exchange), ensure=False)
-                self._exchanges[exchange] = target
-        # aiormq's own deadline (asyncio.timeout in the publishing task), cheaper than a wait_for task per message
-        await target.publish(message, routing_key=routing_key, mandatory=True, timeout=self.publish_timeout_s)
+        if self._publisher.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError("the publishing channel is closed")
+        channel = await self._publisher.get_underlay_channel()
+        # straight to aiormq (what aio-pika's Exchange.publish does, minus its per-call checks), without waiting for
+        # each frame to be written to the socket before the next publish may start (wait=False): the relay's
+        # concurrent publishes then queue their frames instead of taking turns through the channel lock, one
+        # event-loop turn each. Confirms, returns (mandatory: unroutable raises) and the deadline (aiormq's own
+        # asyncio.timeout, no wait_for task per message) are as before.
+        await channel.basic_publish(  # type: ignore[call-arg]  # wait: aiormq's Channel (>= 6.8), not its ABC
+            body,
+            exchange="" if exchange is None else self.topology.exchange(exchange),
+            routing_key=routing_key,
+            properties=message.properties,
+            mandatory=True,
+            timeout=self.publish_timeout_s,
+            wait=False,
+        )
 
     async def close(self) -> None:
         self._closing = True
