@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from bench import load, plot, profile
-from bench.system import ROOT, SERVICES, Sampler, System, describe_machine, machine_line
+from bench.system import ROOT, SERVICES, Sampler, System, cpu_by_group, describe_machine, machine_line
 
 RESULTS = ROOT / "bench" / "results"
 FIGURES = ROOT / "bench" / "figures"  # the published run (--publish), committed
@@ -197,6 +197,21 @@ def render(result: dict[str, Any]) -> str:
     ]
     for phase, cpu in result["cpu"].items():
         lines.append(f"  {phase:<14}" + "".join(_fmt(cpu.get(g), 10) for g in CPU_GROUPS))
+    per_flow = [s for s in result["welcome"] if s.get("cpu_ms_per_flow")]
+    if per_flow:
+        groups = [g for g in CPU_GROUPS if g not in ("ceiling", "other")]
+        lines += [
+            "",
+            "CPU ms per welcome flow, from the first POST until everything settled (send window + drain)",
+            f"  {'offered/s':<14}" + "".join(f"{g[:9]:>10}" for g in groups),
+        ]
+        for s in per_flow:
+            lines.append(
+                f"  {s['offered_per_s']:<14g}" + "".join(_fmt(s["cpu_ms_per_flow"].get(g), 10, 2) for g in groups)
+            )
+        lines.append(
+            "  machine: every process on every core, the services, PostgreSQL, RabbitMQ and the bench included"
+        )
     busy = {phase: cpu.get("other", 0.0) for phase, cpu in result["cpu"].items() if cpu.get("other", 0.0) >= 20}
     if busy:
         lines.append(
@@ -308,11 +323,23 @@ async def run(args: argparse.Namespace) -> int:
         for rate in args.rates if "welcome" in args.phases else []:
             print(f"bench: welcome flow at {rate:g}/s for {args.duration:g} s", flush=True)
             phase = load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
+            before = cpu_by_group(pids, sampler.db_marker)
+            batches_before = await load.batch_counters(system)
             if args.profile:
                 res, _ = await asyncio.gather(phase, profile.record(system.pids, args.duration, run_dir, f"{rate:g}"))
             else:
                 res = await phase
             res.summary["settle_s"] = await load.settle(system, settle_limit)
+            # CPU per flow over the whole work (the send window and the drain after it, until nothing is left):
+            # less sensitive to how a saturated machine shares its cores than the rates and latencies are
+            after = cpu_by_group(pids, sampler.db_marker)
+            res.summary["mean_batch"] = load.mean_batches(batches_before, await load.batch_counters(system))
+            if res.summary["completed"]:
+                res.summary["cpu_ms_per_flow"] = {
+                    k: round(1000 * (after[k] - before.get(k, 0.0)) / res.summary["completed"], 2)
+                    for k in after
+                    if k != "ceiling"
+                }
             result["welcome"].append(res.summary)
             result["welcome_stages"].append(await load.stage_breakdown(system, res))
         result["saturation_rate"] = load.saturation_rate(result["welcome"])

@@ -477,3 +477,35 @@ async def settle(system: System, timeout: float, only_outbox_of: tuple[str, ...]
     finally:
         await connection.close()
     return round(time.perf_counter() - t0, 1)
+
+
+_BATCH_METRICS = ("consumer_batch_messages", "outbox_relay_batch_rows")
+
+
+async def batch_counters(system: System) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each batch histogram of each service, from its /metrics: ``<service> <metric> <queue>``."""
+    out: dict[str, tuple[float, float]] = {}
+    async with aiohttp.ClientSession() as session:
+        for name, url in system.urls.items():
+            async with session.get(f"{url}/metrics") as r:
+                text = await r.text()
+            for line in text.splitlines():
+                for metric in _BATCH_METRICS:
+                    for part in ("_sum", "_count"):
+                        if line.startswith(metric + part):
+                            labels, _, value = line.rpartition(" ")
+                            queue = labels.partition('queue="')[2].partition('"')[0]
+                            key = f"{name} {metric} {queue}".strip()
+                            s, c = out.get(key, (0.0, 0.0))
+                            out[key] = (s + float(value), c) if part == "_sum" else (s, c + float(value))
+    return out
+
+
+def mean_batches(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean batch size of each histogram between two ``batch_counters`` readings."""
+    means = {}
+    for key, (s, c) in after.items():
+        s0, c0 = before.get(key, (0.0, 0.0))
+        if c > c0:
+            means[key] = round((s - s0) / (c - c0), 2)
+    return means
