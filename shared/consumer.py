@@ -13,6 +13,11 @@ to ``batch_max`` in one transaction (one inbox insert for all, each handler in t
 Under light load every message is its own batch (no added wait); under load the per-transaction cost (pool,
 BEGIN, inbox, COMMIT) is shared. If anything in a batch fails, the batch is rolled back and each of its
 messages is handled alone, so one bad message never decides the fate of another.
+
+Statement handlers (:class:`Statement`: the whole effect as one SQL statement that also inserts the inbox row)
+need no transaction: a message alone, or a batch smaller than ``STATEMENTS_TOGETHER``, is one round trip per
+message; a larger batch is one transaction whose statements travel together (asyncpg's pipelined
+``executemany``), four round trips whatever its size.
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ class Handler:
         if (self.fn is None) == (self.statement is None):
             raise TypeError("a handler has either fn or statement")
 
+
+STATEMENTS_TOGETHER = 4
+"""A batch of this many statement handlers or more runs in one transaction (BEGIN, one inbox insert, their
+statements pipelined in one round trip, COMMIT: four round trips); a smaller one runs each message as a statement
+of its own (a round trip each)."""
 
 _INBOX_INSERT = "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING event_id"
 _INBOX_DONE = "SELECT $2::uuid AS event_id, $1::text AS consumer"  # in a transaction that inserted it already
@@ -246,8 +256,8 @@ class Consumer:
                 settled.set_result(None)
             else:
                 parsed.append((p, settled))
-        if parsed and all(p.handler.statement is not None for p, _ in parsed):
-            await self._settle_statements(parsed)
+        if parsed and len(parsed) < STATEMENTS_TOGETHER and all(p.handler.statement is not None for p, _ in parsed):
+            await self._settle_statements(parsed)  # a round trip each, no transaction
             return
         if len(parsed) > 1:
             try:
@@ -379,12 +389,30 @@ class Consumer:
                 )
             )
             out: list[bool] = []
+            # consecutive statement handlers with the same SQL go to the server together (asyncpg's executemany:
+            # one round trip for all of them); a transactional handler runs in turn, in delivery order
+            run_sql: str | None = None
+            run: list[tuple[Any, ...]] = []
             for p in batch:
                 new = p.envelope.event_id in fresh
                 fresh.discard(p.envelope.event_id)
-                if new:
+                if new and p.handler.statement is not None:
+                    with self._handling(p):
+                        st = p.handler.statement(p.envelope, p.event)
+                    sql = statement_sql(st, inbox=False)
+                    if sql != run_sql and run:
+                        await conn.executemany(run_sql, run)
+                        run = []
+                    run_sql = sql
+                    run.append((self.queue_name, p.envelope.event_id, *st.args))
+                elif new:
+                    if run:
+                        await conn.executemany(run_sql, run)
+                        run = []
                     await self._run_handler(conn, p)
                 out.append(new)
+            if run:
+                await conn.executemany(run_sql, run)
         return out
 
     async def _handle_alone(self, p: _Parsed) -> None:
