@@ -15,7 +15,16 @@ from typing import Any
 import orjson
 
 from bench import load, plot, profile
-from bench.system import ROOT, SERVICES, Sampler, System, cpu_by_group, describe_machine, machine_line
+from bench.system import (
+    ROOT,
+    SERVICES,
+    Sampler,
+    System,
+    cpu_by_group,
+    describe_machine,
+    machine_line,
+    wakeup_probe,
+)
 
 RESULTS = ROOT / "bench" / "results"
 FIGURES = ROOT / "bench" / "figures"  # the published run (--publish), committed
@@ -59,6 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also copy the JSON and PNG to bench/figures/latest.{json,png} (the figures the README shows)",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each welcome rate this many times in a row (default 1): a saturated machine varies run to "
+        "run, so compare ranges; a rate counts as sustained only if every run of it is",
+    )
     p.add_argument("--seed", type=int, default=500, help="customers created for the read phase (default 500)")
     p.add_argument(
         "--set",
@@ -77,8 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     except ValueError:
         p.error("--rates takes numbers separated by commas")
-    if not args.rates or any(r <= 0 for r in args.rates) or args.duration <= 0:
-        p.error("rates and duration must be positive")
+    if not args.rates or any(r <= 0 for r in args.rates) or args.duration <= 0 or args.repeat < 1:
+        p.error("rates, duration and repeat must be positive")
     args.phases = {x.strip() for x in args.phases.split(",") if x.strip()}
     if not args.phases or not args.phases <= {"read", "write", "welcome"}:
         p.error("--phases takes read, write and/or welcome")
@@ -212,6 +228,13 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             "  machine: every process on every core, the services, PostgreSQL, RabbitMQ and the bench included"
         )
+        lines.append("  mean batch (messages per consumer transaction / rows per relay round):")
+        for s in per_flow:
+            short = {
+                k.replace(" consumer_batch_messages ", " ").replace(" outbox_relay_batch_rows", " relay"): v
+                for k, v in (s.get("mean_batch") or {}).items()
+            }
+            lines.append(f"    {s['offered_per_s']:g}/s: " + ", ".join(f"{k} {v:g}" for k, v in short.items()))
     busy = {phase: cpu.get("other", 0.0) for phase, cpu in result["cpu"].items() if cpu.get("other", 0.0) >= 20}
     if busy:
         lines.append(
@@ -241,6 +264,7 @@ async def run(args: argparse.Namespace) -> int:
     print(f"bench: setting up (databases cwbench_{system.run_id}_*, prefix {system.prefix})", flush=True)
     try:
         result["machine"] = await describe_machine()
+        result["machine"]["wakeup"] = await wakeup_probe()
         result["machine_line"] = machine_line(result["machine"])
         await system.setup()
         pids = dict(system.pids)
@@ -257,6 +281,7 @@ async def run(args: argparse.Namespace) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "rates": args.rates,
+            "repeat": args.repeat,
             "drain_s": args.drain,
             "seed": args.seed,
             "service_env_overrides": args.env,
@@ -320,13 +345,15 @@ async def run(args: argparse.Namespace) -> int:
 
         result["welcome"] = []
         result["welcome_stages"] = []
-        for rate in args.rates if "welcome" in args.phases else []:
+        runs = [(rate, k) for rate in args.rates for k in range(args.repeat)] if "welcome" in args.phases else []
+        for rate, k in runs:
+            tag = f"{rate:g}" if args.repeat == 1 else f"{rate:g}-{k + 1}"
             print(f"bench: welcome flow at {rate:g}/s for {args.duration:g} s", flush=True)
             phase = load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
             before = cpu_by_group(pids, sampler.db_marker)
             batches_before = await load.batch_counters(system)
             if args.profile:
-                res, _ = await asyncio.gather(phase, profile.record(system.pids, args.duration, run_dir, f"{rate:g}"))
+                res, _ = await asyncio.gather(phase, profile.record(system.pids, args.duration, run_dir, tag))
             else:
                 res = await phase
             res.summary["settle_s"] = await load.settle(system, settle_limit)
