@@ -288,12 +288,7 @@ class Consumer:
 
     async def _settle_statements(self, parsed: list[tuple[_Parsed, asyncio.Future[None]]]) -> None:
         CONSUMER_BATCH.labels(self.queue_name).observe(len(parsed))
-        try:
-            outcomes = await self._run_statements([p for p, _ in parsed])
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # no connection from the pool: nothing written, each is handled alone
-            outcomes = [None] * len(parsed)
+        outcomes = await self._run_statements([p for p, _ in parsed])
         done = [(p, s, fresh) for (p, s), fresh in zip(parsed, outcomes, strict=True) if fresh is not None]
         if len(done) == len(parsed):
             await self._ack_batch([p for p, _, _ in done], [bool(f) for _, _, f in done], [s for _, s, _ in done])
@@ -358,22 +353,36 @@ class Consumer:
 
     async def _run_statements(self, batch: list[_Parsed]) -> list[bool | None]:
         """Each message of a batch of statement handlers as one statement of its own, with its inbox insert, no
-        transaction: per message whether it was new, or None when its statement failed (it is then handled
-        alone, where a failure is retried or dead-lettered as usual; nothing of it was written)."""
+        transaction: per message whether it was new, or None when its statement failed or never ran (it is then
+        handled alone, where a failure is retried or dead-lettered as usual; nothing of it was written). What ran
+        before a failure of the pool (no connection, an error on release) keeps its outcome."""
         out: list[bool | None] = []
-        async with self.pool.acquire() as conn:
-            for p in batch:
-                assert p.handler.statement is not None
-                try:
-                    with self._handling(p):
-                        st = p.handler.statement(p.envelope, p.event)
-                        sql = statement_sql(st, inbox=True)
-                        out.append(bool(await conn.fetchval(sql, self.queue_name, p.envelope.event_id, *st.args)))
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    out.append(None)
-        return out
+        try:
+            async with self.pool.acquire() as conn:
+                for p in batch:
+                    assert p.handler.statement is not None
+                    try:
+                        with self._handling(p):
+                            st = p.handler.statement(p.envelope, p.event)
+                            sql = statement_sql(st, inbox=True)
+                            fresh = await conn.fetchval(sql, self.queue_name, p.envelope.event_id, *st.args)
+                        out.append(bool(fresh))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        log.info(
+                            "statement failed, handling the message alone",
+                            extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
+                        )
+                        out.append(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info(
+                "statements failed, handling the rest alone",
+                extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        return out + [None] * (len(batch) - len(out))
 
     async def _handle_together(self, batch: list[_Parsed]) -> list[bool]:
         """One transaction for the batch: one inbox insert for all, then each new message's handler. Returns, per

@@ -6,7 +6,9 @@ moved past the publish timeout, rows chosen with ``FOR UPDATE SKIP LOCKED`` and 
 never claim the same row), publishes them, then marks the confirmed ones published (failed ones get a backoff).
 A crash between the broker's confirm and the mark republishes the row once its lease ends, which the consumers'
 inbox absorbs (at-least-once). A round cut short without a crash (the claim's reply or the mark lost with the
-database connection) leaves its rows marked with this relay's id, and its next round takes them again at once."""
+database connection) leaves its rows marked with this relay's id, and its next round takes them again at once
+(a row whose publish had failed in that round is then tried again without its backoff: the mark that would have
+set it is what was lost)."""
 
 from __future__ import annotations
 
