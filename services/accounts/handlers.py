@@ -32,7 +32,7 @@ from shared.events import (
     make_envelope,
 )
 from shared.events.customers import CustomerStateMixin
-from shared.outbox import emit, insert_values, outbox_row
+from shared.outbox import emit, insert_from, insert_values, outbox_row
 from shared.sealing import seal
 
 SERVICE = "accounts"
@@ -106,6 +106,10 @@ async def issue_password_reset(
     )
 
 
+NEW_ACCOUNT_VERSION = 1
+"""The version of a freshly inserted account (the column's default): the sequence of its first events."""
+
+
 async def create_invited_account(
     conn: asyncpg.Connection,
     cfg: WelcomeConfig,
@@ -118,35 +122,21 @@ async def create_invited_account(
     causation_id: str | None,
     customer_sequence: int = 0,
     customer_standing: str = "active",
-) -> uuid.UUID | None:
+    take_facts: bool = False,
+) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
     """Account (invited) + invitation (token hash) + account.created event + the welcome email request, in the
-    caller's transaction. Returns None when the customer already has an account. ``customer_sequence`` and
-    ``customer_standing`` come from the customer event the account is made from."""
+    caller's transaction and in one statement. Returns the new account's id, None when the customer already has
+    an account (then nothing is written). ``customer_sequence`` and ``customer_standing`` come from the customer
+    event the account is made from. With ``take_facts`` the same statement also takes (deletes and returns) the
+    customer facts kept for an account that did not exist yet (the caller holds the customer's lock)."""
     account_id = uuid.uuid4()
-    try:
-        account = await store.insert_account(
-            conn,
-            account_id=account_id,
-            customer_id=customer_id,
-            email=email,
-            full_name=full_name,
-            role=role,
-            status="invited",
-            customer_sequence=customer_sequence,
-            customer_standing=customer_standing,
-        )
-    except store.EmailTaken:
-        raise PermanentError("another account already uses this email address") from None
-    if account is None:
-        return None
-    await issue_invitation(
-        conn,
+    invitation = prepare_invitation(
         cfg,
         account_id=account_id,
         customer_id=customer_id,
         email=email,
         full_name=full_name,
-        sequence=account["version"],
+        sequence=NEW_ACCOUNT_VERSION,
         correlation_id=correlation_id,
         causation_id=causation_id,
         announce=lambda expires_at: AccountCreatedV1(
@@ -156,13 +146,58 @@ async def create_invited_account(
             status="invited",
             invitation_expires_at=expires_at,
         ),
-        new_account=True,
     )
-    return account_id
+    facts_cte = (
+        """f AS (DELETE FROM customer_facts WHERE customer_id = $2
+                 RETURNING sequence, kind, standing, profile_sequence, email, full_name),"""
+        if take_facts
+        else ""
+    )
+    events = "".join(f", o{n} AS ({insert_from('a', 11 + 6 * n)})" for n in range(len(invitation.events)))
+    try:
+        row = await conn.fetchrow(
+            f"""WITH {facts_cte}
+                a AS (INSERT INTO accounts (id, customer_id, email, full_name, role, status, customer_sequence,
+                                            profile_sequence, customer_standing)
+                      VALUES ($1, $2, $3, $4, $5, 'invited', $6, $6, $7)
+                      ON CONFLICT (customer_id) DO NOTHING RETURNING version),
+                i AS (INSERT INTO invitations (id, account_id, token_hash, expires_at, purpose)
+                      SELECT $8, $1, $9, $10, 'invitation' FROM a){events}
+                SELECT (SELECT version FROM a) AS version,
+                       {"(SELECT to_jsonb(f) FROM f)" if take_facts else "NULL::jsonb"} AS facts""",
+            account_id,
+            customer_id,
+            email,
+            full_name,
+            role,
+            customer_sequence,
+            customer_standing,
+            invitation.invitation_id,
+            invitation.token_hash,
+            invitation.expires_at,
+            *(value for event in invitation.events for value in event),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "accounts_email_key":
+            raise PermanentError("another account already uses this email address") from None
+        raise
+    if row["version"] is None:
+        return None, row["facts"]
+    if row["version"] != NEW_ACCOUNT_VERSION:  # the events were written with the wrong sequence: undo them
+        raise RuntimeError(f"a new account has version {row['version']}, not {NEW_ACCOUNT_VERSION}")
+    return account_id, row["facts"]
 
 
-async def issue_invitation(
-    conn: asyncpg.Connection,
+@dataclass(frozen=True)
+class _Invitation:
+    invitation_id: uuid.UUID
+    token_hash: bytes
+    expires_at: datetime
+    events: list[tuple[object, ...]]
+    """``outbox_row`` values: the announcement (if any), then the welcome email request."""
+
+
+def prepare_invitation(
     cfg: WelcomeConfig,
     *,
     account_id: uuid.UUID,
@@ -173,17 +208,9 @@ async def issue_invitation(
     correlation_id: str | None,
     causation_id: str | None,
     announce: Callable[[datetime], Message] | None = None,
-    new_account: bool = False,
-) -> datetime:
-    """A new set-password link for the account: earlier unused links stop working, only the new token's hash is
-    stored, and the welcome email is requested with the link sealed for notifications. ``announce`` builds an
-    event to publish alongside (account.created on creation)."""
-    if not new_account:  # an account created in this transaction has no earlier links
-        await conn.execute(
-            """UPDATE invitations SET expires_at = now()
-               WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()""",
-            account_id,
-        )
+) -> _Invitation:
+    """A new set-password link (only its token's hash is kept) and the events that go with it: the welcome email
+    request with the link sealed for notifications, after ``announce``'s event if given."""
     token = security.new_token()
     invitation_id = uuid.uuid4()
     expires_at = datetime.now(UTC) + cfg.invitation_ttl
@@ -214,18 +241,53 @@ async def issue_invitation(
         )
         for m in messages
     ]
+    return _Invitation(invitation_id, security.token_hash(token), expires_at, events)
+
+
+async def issue_invitation(
+    conn: asyncpg.Connection,
+    cfg: WelcomeConfig,
+    *,
+    account_id: uuid.UUID,
+    customer_id: uuid.UUID | None,
+    email: str,
+    full_name: str,
+    sequence: int,
+    correlation_id: str | None,
+    causation_id: str | None,
+    announce: Callable[[datetime], Message] | None = None,
+) -> datetime:
+    """A new set-password link for an existing account: earlier unused links stop working, only the new token's
+    hash is stored, and the welcome email is requested with the link sealed for notifications. ``announce`` builds
+    an event to publish alongside."""
+    await conn.execute(
+        """UPDATE invitations SET expires_at = now()
+           WHERE account_id = $1 AND used_at IS NULL AND expires_at > now()""",
+        account_id,
+    )
+    invitation = prepare_invitation(
+        cfg,
+        account_id=account_id,
+        customer_id=customer_id,
+        email=email,
+        full_name=full_name,
+        sequence=sequence,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        announce=announce,
+    )
     # the invitation (only the token's hash) and its events in one statement
     await conn.execute(
         f"""WITH i AS (INSERT INTO invitations (id, account_id, token_hash, expires_at, purpose)
                        VALUES ($1, $2, $3, $4, 'invitation'))
-            {insert_values(5, len(events))}""",
-        invitation_id,
+            {insert_values(5, len(invitation.events))}""",
+        invitation.invitation_id,
         account_id,
-        security.token_hash(token),
-        expires_at,
-        *(value for row in events for value in row),
+        invitation.token_hash,
+        invitation.expires_at,
+        *(value for row in invitation.events for value in row),
     )
-    return expires_at
+    return invitation.expires_at
 
 
 async def apply_customer_state(
@@ -361,8 +423,8 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
         follows the event if it is newer than what it holds. Then the account catches up with newer events
         handled while it did not exist yet (the welcome email goes out with this event's name and email)."""
         await store.lock_customer(conn, event.customer_id)
-        facts = await store.take_customer_facts(conn, event.customer_id)
-        created = await create_invited_account(
+        # the facts kept for it are taken in the statement that makes the account (two round trips in all)
+        created, facts = await create_invited_account(
             conn,
             cfg,
             customer_id=event.customer_id,
@@ -373,6 +435,7 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
             causation_id=str(env.event_id),
             customer_sequence=env.sequence,
             customer_standing=event.standing,
+            take_facts=True,
         )
         if created is None:
             await apply_customer_state(

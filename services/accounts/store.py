@@ -94,10 +94,6 @@ async def remember_customer_facts(
     )
 
 
-async def take_customer_facts(conn: asyncpg.Connection, customer_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow("DELETE FROM customer_facts WHERE customer_id = $1 RETURNING *", customer_id)
-
-
 async def insert_invitation(
     conn: asyncpg.Connection,
     *,
