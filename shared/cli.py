@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ def main(
     settings_cls: type[ServiceSettings],
     create_app: Callable[[Any], web.Application],
     migrations_dir: Path,
-    extra: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Any, argparse.Namespace], int]]]
+    extra: Mapping[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[Any, argparse.Namespace], int]]]
     | None = None,
     argv: list[str] | None = None,
 ) -> int:

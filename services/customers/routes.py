@@ -106,7 +106,7 @@ async def create_customer(request: web.Request) -> web.Response:
         correlation_id=request[REQUEST_ID],
         causation_id=request[REQUEST_ID],
     )
-    insert = {
+    insert: dict[str, Any] = {
         "customer_id": customer_id,
         "full_name": body.full_name,
         "email": str(body.email),

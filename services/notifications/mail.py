@@ -53,8 +53,12 @@ class Renderer:
             ctx["expires_at_human"] = datetime.fromisoformat(ctx["expires_at"]).strftime("%d %B %Y at %H:%M UTC")
         compiled = self._compiled.get(template)
         if compiled is None:
-            compiled = tuple(self.env.get_template(f"{template}{ext}") for ext in (".subject.txt", ".txt", ".html"))
-            self._compiled[template] = compiled  # type: ignore[assignment]
+            compiled = (
+                self.env.get_template(f"{template}.subject.txt"),
+                self.env.get_template(f"{template}.txt"),
+                self.env.get_template(f"{template}.html"),
+            )
+            self._compiled[template] = compiled
         subject, text, html = compiled
         return subject.render(ctx).strip(), text.render(ctx), html.render(ctx)
 
