@@ -278,13 +278,7 @@ class Consumer:
                 return
         for p, settled in parsed:
             CONSUMER_BATCH.labels(self.queue_name).observe(1)
-            try:
-                await self._handle_alone(p)
-                settled.set_result(None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                settled.set_exception(exc)
+            await _settling(settled, self._handle_alone(p))
 
     async def _settle_statements(self, parsed: list[tuple[_Parsed, asyncio.Future[None]]]) -> None:
         CONSUMER_BATCH.labels(self.queue_name).observe(len(parsed))
@@ -294,16 +288,7 @@ class Consumer:
             await self._ack_batch([p for p, _, _ in done], [bool(f) for _, _, f in done], [s for _, s, _ in done])
         else:
             for (p, s), fresh in zip(parsed, outcomes, strict=True):
-                try:
-                    if fresh is None:
-                        await self._handle_alone(p)
-                    else:
-                        await self._acked(p, fresh)
-                    s.set_result(None)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    s.set_exception(exc)
+                await _settling(s, self._handle_alone(p) if fresh is None else self._acked(p, fresh))
         if any(outcomes) and self.after_commit is not None:
             self.after_commit()
 
@@ -468,13 +453,7 @@ class Consumer:
                 s.set_result(None)
             return
         for p, inserted, s in zip(batch, fresh, settled, strict=True):
-            try:
-                await self._acked(p, inserted)
-                s.set_result(None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                s.set_exception(exc)
+            await _settling(s, self._acked(p, inserted))
 
     async def _acked(self, p: _Parsed, inserted: bool) -> None:
         await p.message.ack()
@@ -536,6 +515,17 @@ class Consumer:
                 await message.nack(requeue=True)
             return
         await message.ack()
+
+
+async def _settling(settled: asyncio.Future[None], work: Awaitable[None]) -> None:
+    """Run ``work`` (what settles one message) and resolve the message's future with its outcome."""
+    try:
+        await work
+        settled.set_result(None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        settled.set_exception(exc)
 
 
 def attempts_of(message: AbstractIncomingMessage) -> int:
