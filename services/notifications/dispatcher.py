@@ -6,7 +6,9 @@ at once), so replicas never send the same delivery at once and no transaction st
 is then sent (at most ``concurrency`` at once, over the sender's persistent SMTP connections) and its outcome
 committed in its own short transaction. The one duplicate window left: the process dies (or the outcome cannot be
 recorded) after the server accepted the message; when the lease runs out the delivery is sent again, with the same
-Message-ID (receivers can deduplicate on it)."""
+Message-ID (receivers can deduplicate on it). Claimed deliveries carry the dispatcher's id: ones it claimed but is
+not sending (a claim whose reply was lost with the connection) are taken again by its next claim, not left for
+the lease."""
 
 from __future__ import annotations
 
@@ -75,7 +77,13 @@ class Dispatcher:
         self._space = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}  # delivery task -> delivery id
+        self.dispatcher_id = uuid.uuid4()
+        self._unrecorded: dict[uuid.UUID, float] = {}
+        """Deliveries sent (or tried) whose outcome could not be written -> when their lease ends (monotonic): not
+        taken again before then, although they are this dispatcher's (the lease is the only guard left)."""
+        """Written on the deliveries this dispatcher claims: those it claimed but is not sending (a claim whose
+        reply was lost) are its own to take again at once; another replica's wait for their lease."""
 
     def wake(self) -> None:
         self._wake.set()
@@ -143,22 +151,36 @@ class Dispatcher:
     async def claim(self, limit: int) -> int:
         """Claim up to ``limit`` due deliveries (leased) and start sending each. Returns how many."""
         rows = await self.pool.fetch(
-            """UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2)
-               WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+            """UPDATE deliveries SET next_attempt_at = now() + make_interval(secs => $2), claimed_by = $3
+               WHERE id IN (SELECT id FROM deliveries
+                            WHERE status = 'pending'
+                              AND (next_attempt_at <= now() OR (claimed_by = $3 AND id <> ALL($4::uuid[])))
                             ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                RETURNING id, template, to_email, to_name, customer_id, account_id, context, sealed_context,
                          attempts, correlation_id, traceparent""",
             limit,
             self.lease_s,
+            self.dispatcher_id,
+            [*self._in_flight.values(), *self._unrecorded_now()],
         )
         for row in rows:
             task = asyncio.create_task(self._deliver(row))
-            self._in_flight.add(task)
+            self._in_flight[task] = row["id"]
             task.add_done_callback(self._finished)
         return len(rows)
 
+    def _unrecorded_now(self) -> list[uuid.UUID]:
+        now = time.monotonic()
+        for delivery_id, until in list(self._unrecorded.items()):
+            if until <= now:
+                del self._unrecorded[delivery_id]
+        return list(self._unrecorded)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        delivery_id = self._in_flight.pop(task, None)
+        if delivery_id is not None and not task.cancelled() and task.exception() is not None:
+            # it failed in a way nobody recorded: leave it to its lease, never straight back into the next claim
+            self._unrecorded[delivery_id] = time.monotonic() + self.lease_s
         if len(self._in_flight) <= self.batch_size - self._refill:
             self._space.set()
         if not task.cancelled() and task.exception() is not None:
@@ -168,7 +190,7 @@ class Dispatcher:
         """Claim one batch and send it to the end (for tools and tests; the service runs ``_run``)."""
         before = set(self._in_flight)
         n = await self.claim(self.batch_size)
-        started = self._in_flight - before
+        started = set(self._in_flight) - before
         if started:
             await asyncio.gather(*started, return_exceptions=True)
         return n
@@ -198,6 +220,7 @@ class Dispatcher:
                         "could not record a delivery outcome; it is retried when its lease ends",
                         extra={"delivery_id": str(row["id"]), "outcome": outcome, "error": str(exc)},
                     )
+                    self._unrecorded[row["id"]] = record_until + RECORD_MARGIN_S
                     return
                 log.warning(
                     "recording a delivery outcome failed; retrying",
@@ -210,6 +233,7 @@ class Dispatcher:
                     "could not record a delivery outcome; it is retried when its lease ends",
                     extra={"delivery_id": str(row["id"]), "outcome": outcome},
                 )
+                self._unrecorded[row["id"]] = record_until + RECORD_MARGIN_S
                 return
 
     async def _send(self, row: asyncpg.Record) -> tuple[str, str | None, str | None]:
@@ -264,7 +288,7 @@ class Dispatcher:
         elif outcome == "temporary" and attempts <= len(self.retry_delays_s):
             delay = self.retry_delays_s[attempts - 1]
             await conn.execute(
-                """UPDATE deliveries SET attempts = $2, last_error = $3, updated_at = now(),
+                """UPDATE deliveries SET attempts = $2, last_error = $3, updated_at = now(), claimed_by = NULL,
                           next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1 AND status = 'pending'""",
                 delivery_id,
                 attempts,

@@ -163,3 +163,42 @@ async def test_non_ascii_names_and_internationalised_addresses_are_delivered(
     assert 'Hello Zoë "Z", Ünï,' in text_and_html(zoe)[0]
     [jose] = await wait_for(lambda: smtp.to("josé@exämple.com"), what="the email to José")
     assert "http://portal.test/activate#token=abc" in text_and_html(jose)[0]
+
+
+async def test_deliveries_a_dispatcher_claimed_but_is_not_sending_are_its_own_to_send_at_once(
+    system_factory, amqp, prefix, smtp, seal_key
+):
+    """When the database connection drops while a claim's reply is on its way, the claimed deliveries carry the
+    dispatcher's id and none of them is being sent: its next claim takes them instead of leaving them for the
+    whole lease (60 s). Deliveries another replica holds still wait for their lease."""
+    from services.notifications.app import DISPATCHER
+
+    system = system_factory(smtp_port=smtp.port)
+    await system.start("notifications")
+    dispatcher = system.apps["notifications"][DISPATCHER]
+    db = system.runtime("notifications").db
+    for to, claimed_by in (("mine@example.com", dispatcher.dispatcher_id), ("theirs@example.com", uuid.uuid4())):
+        cmd = welcome_command(to, seal_key)
+        # as a lost claim leaves them: leased for an hour, claimed by a dispatcher
+        await db.execute(
+            """INSERT INTO deliveries (id, request_key, template, to_email, to_name, context, sealed_context,
+                                       next_attempt_at, claimed_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '1 hour', $8)""",
+            uuid.uuid4(),
+            cmd.request_key,
+            cmd.template,
+            cmd.to_email,
+            cmd.to_name,
+            cmd.context,
+            cmd.sealed_context,
+            claimed_by,
+        )
+    dispatcher.wake()
+    await wait_for(lambda: smtp.to("mine@example.com"), what="this dispatcher's delivery")
+    # a later claim (it sends a new request) leaves the other replica's delivery to its lease too
+    await send(amqp, prefix, welcome_command("later@example.com", seal_key))
+    await wait_for(lambda: smtp.to("later@example.com"), what="a later claim's email")
+    assert smtp.to("theirs@example.com") == []
+    status = await db.fetchval("SELECT status FROM deliveries WHERE to_email = 'theirs@example.com'")
+    assert status == "pending"
+    assert len(smtp.to("mine@example.com")) == 1
