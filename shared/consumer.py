@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -330,8 +331,7 @@ class Consumer:
         """The handler, in a transaction that holds the message's inbox row already."""
         with self._handling(p):
             if p.handler.statement is not None:
-                st = p.handler.statement(p.envelope, p.event)
-                await conn.execute(statement_sql(st, inbox=False), self.queue_name, p.envelope.event_id, *st.args)
+                await execute_statement(conn, p.handler.statement(p.envelope, p.event))
             else:
                 assert p.handler.fn is not None
                 await p.handler.fn(conn, p.envelope, p.event)
@@ -383,30 +383,27 @@ class Consumer:
                 )
             )
             out: list[bool] = []
-            # consecutive statement handlers with the same SQL go to the server together (asyncpg's executemany:
-            # one round trip for all of them); a transactional handler runs in turn, in delivery order
-            run_sql: str | None = None
-            run: list[tuple[Any, ...]] = []
+            # statement handlers wait to go to the server together: consecutive ones with the same SQL in one
+            # executemany (one round trip for all); a transactional handler runs in turn, in delivery order
+            waiting: list[tuple[str, tuple[Any, ...]]] = []
+
+            async def send_waiting() -> None:
+                for sql, group in itertools.groupby(waiting, key=lambda w: w[0]):
+                    await conn.executemany(sql, [args for _, args in group])
+                waiting.clear()
+
             for p in batch:
                 new = p.envelope.event_id in fresh
                 fresh.discard(p.envelope.event_id)
                 if new and p.handler.statement is not None:
                     with self._handling(p):
                         st = p.handler.statement(p.envelope, p.event)
-                    sql = statement_sql(st, inbox=False)
-                    if sql != run_sql and run:
-                        await conn.executemany(run_sql, run)
-                        run = []
-                    run_sql = sql
-                    run.append((self.queue_name, p.envelope.event_id, *st.args))
+                    waiting.append((statement_sql(st, inbox=False), (self.queue_name, p.envelope.event_id, *st.args)))
                 elif new:
-                    if run:
-                        await conn.executemany(run_sql, run)
-                        run = []
+                    await send_waiting()
                     await self._run_handler(conn, p)
                 out.append(new)
-            if run:
-                await conn.executemany(run_sql, run)
+            await send_waiting()
         return out
 
     async def _handle_alone(self, p: _Parsed) -> None:

@@ -122,13 +122,13 @@ async def create_invited_account(
     causation_id: str | None,
     customer_sequence: int = 0,
     customer_standing: str = "active",
-    take_facts: bool = False,
 ) -> tuple[uuid.UUID | None, dict[str, Any] | None]:
     """Account (invited) + invitation (token hash) + account.created event + the welcome email request, in the
-    caller's transaction and in one statement. Returns the new account's id, None when the customer already has
-    an account (then nothing is written). ``customer_sequence`` and ``customer_standing`` come from the customer
-    event the account is made from. With ``take_facts`` the same statement also takes (deletes and returns) the
-    customer facts kept for an account that did not exist yet (the caller holds the customer's lock)."""
+    caller's transaction and in one statement, which also takes (deletes and returns) the customer facts kept for
+    an account that did not exist yet (the caller holds the customer's lock). Returns the new account's id (None
+    when the customer already has an account: then nothing is written) and those facts (None when there were
+    none). ``customer_sequence`` and ``customer_standing`` come from the customer event the account is made
+    from."""
     account_id = uuid.uuid4()
     invitation = prepare_invitation(
         cfg,
@@ -147,16 +147,11 @@ async def create_invited_account(
             invitation_expires_at=expires_at,
         ),
     )
-    facts_cte = (
-        """f AS (DELETE FROM customer_facts WHERE customer_id = $2
-                 RETURNING sequence, kind, standing, profile_sequence, email, full_name),"""
-        if take_facts
-        else ""
-    )
     events = "".join(f", o{n} AS ({insert_from('a', 11 + 6 * n)})" for n in range(len(invitation.events)))
     try:
         row = await conn.fetchrow(
-            f"""WITH {facts_cte}
+            f"""WITH f AS (DELETE FROM customer_facts WHERE customer_id = $2
+                           RETURNING sequence, kind, standing, profile_sequence, email, full_name),
                 a AS (INSERT INTO accounts (id, customer_id, email, full_name, role, status, customer_sequence,
                                             profile_sequence, customer_standing)
                       VALUES ($1, $2, $3, $4, $5, 'invited', $6, $6, $7)
@@ -164,7 +159,7 @@ async def create_invited_account(
                 i AS (INSERT INTO invitations (id, account_id, token_hash, expires_at, purpose)
                       SELECT $8, $1, $9, $10, 'invitation' FROM a){events}
                 SELECT (SELECT version FROM a) AS version,
-                       {"(SELECT to_jsonb(f) FROM f)" if take_facts else "NULL::jsonb"} AS facts""",
+                       (SELECT to_jsonb(f) FROM f) AS facts""",
             account_id,
             customer_id,
             email,
@@ -178,7 +173,7 @@ async def create_invited_account(
             *(value for event in invitation.events for value in event),
         )
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "accounts_email_key":
+        if store.email_taken(exc):
             raise PermanentError("another account already uses this email address") from None
         raise
     if row["version"] is None:
@@ -423,7 +418,7 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
         follows the event if it is newer than what it holds. Then the account catches up with newer events
         handled while it did not exist yet (the welcome email goes out with this event's name and email)."""
         await store.lock_customer(conn, event.customer_id)
-        # the facts kept for it are taken in the statement that makes the account (two round trips in all)
+        # the facts kept for it are taken by the statement that makes the account (two round trips in all)
         created, facts = await create_invited_account(
             conn,
             cfg,
@@ -435,7 +430,6 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
             causation_id=str(env.event_id),
             customer_sequence=env.sequence,
             customer_standing=event.standing,
-            take_facts=True,
         )
         if created is None:
             await apply_customer_state(

@@ -14,6 +14,11 @@ class EmailTaken(Exception):
     pass
 
 
+def email_taken(exc: asyncpg.UniqueViolationError) -> bool:
+    """Whether the violation is of the unique login email (another account has it)."""
+    return exc.constraint_name == "accounts_email_key"
+
+
 async def insert_account(
     conn: asyncpg.Connection,
     *,
@@ -48,7 +53,7 @@ async def insert_account(
             customer_standing,
         )
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "accounts_email_key":
+        if email_taken(exc):
             raise EmailTaken(email) from None
         raise
 
@@ -209,7 +214,7 @@ async def apply_customer_state(
             full_name,
         )
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "accounts_email_key":
+        if email_taken(exc):
             raise EmailTaken(email) from None
         raise
 

@@ -79,11 +79,11 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._in_flight: dict[asyncio.Task[None], uuid.UUID] = {}  # delivery task -> delivery id
         self.dispatcher_id = uuid.uuid4()
+        """Written on the deliveries this dispatcher claims: those it claimed but is not sending (a claim whose
+        reply was lost) are its own to take again at once; another replica's wait for their lease."""
         self._unrecorded: dict[uuid.UUID, float] = {}
         """Deliveries sent (or tried) whose outcome could not be written -> when their lease ends (monotonic): not
         taken again before then, although they are this dispatcher's (the lease is the only guard left)."""
-        """Written on the deliveries this dispatcher claims: those it claimed but is not sending (a claim whose
-        reply was lost) are its own to take again at once; another replica's wait for their lease."""
 
     def wake(self) -> None:
         self._wake.set()
@@ -178,13 +178,13 @@ class Dispatcher:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         delivery_id = self._in_flight.pop(task, None)
-        if delivery_id is not None and not task.cancelled() and task.exception() is not None:
-            # it failed in a way nobody recorded: leave it to its lease, never straight back into the next claim
-            self._unrecorded[delivery_id] = time.monotonic() + self.lease_s
         if len(self._in_flight) <= self.batch_size - self._refill:
             self._space.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
+            if delivery_id is not None:
+                # nobody recorded its outcome: leave it to its lease, never straight back into the next claim
+                self._unrecorded[delivery_id] = time.monotonic() + self.lease_s
 
     async def dispatch_once(self) -> int:
         """Claim one batch and send it to the end (for tools and tests; the service runs ``_run``)."""
