@@ -7,7 +7,7 @@ run so that its figures and the service's share the machine's state:
 
 No authentication, validation, idempotency, history, tracing, metrics or middleware: that is what the ratio
 measures. The outbox rows are written already published (``published_at = now()``) so that the service's relay
-leaves them alone (the insert still fires the outbox NOTIFY trigger, as the service's does).
+leaves them alone (neither this insert nor the service's sends a NOTIFY: the service wakes its relay in-process).
 
 ``python bench/ceiling.py --dsn postgresql://... --port 8099`` (the harness starts and stops it).
 """

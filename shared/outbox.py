@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 
 from shared.broker import Broker
-from shared.db import DATABASE_ERRORS
+from shared.db import DATABASE_ERRORS, OutboxSignal
 from shared.events import Envelope, Message, make_envelope
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, RELAY_BATCH
 from shared.tracing import current_traceparent
@@ -117,8 +117,12 @@ class OutboxRelay:
         retention_s: float = 7 * 24 * 3600,
         inbox_retention_s: float = 14 * 24 * 3600,
         extra_cleanup: tuple[str, ...] = (),
+        signal: OutboxSignal | None = None,
     ) -> None:
         self.pool = pool
+        self.signal = signal
+        """This process's writers announce committed rows through it (``shared.db.OutboxSignal``); other processes'
+        by ``NOTIFY outbox``, which the relay listens for; ``poll_interval_s`` is the last resort."""
         self.dsn = dsn
         self.broker = broker
         self.batch_size = batch_size
@@ -143,11 +147,15 @@ class OutboxRelay:
         self._last_cleanup = 0.0
 
     def start(self) -> None:
+        if self.signal is not None:
+            self.signal.subscribe(self._wake.set)
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
         """Stop the loop, then make one last bounded attempt to publish what the final moments committed (what
         does not make it stays in the outbox for the next start or another replica)."""
+        if self.signal is not None:  # from now on this process's writes NOTIFY the other replicas' relays
+            self.signal.unsubscribe(self._wake.set)
         self._stop.set()
         self._wake.set()
         if self._task:

@@ -20,7 +20,7 @@ from shared import docs_page, openapi, revocation, tracing
 from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
-from shared.db import create_pool, migrate
+from shared.db import OutboxSignal, create_pool, migrate
 from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, PARSER_MAX_LINE, json_response, request_context_middleware
 from shared.metrics import DEAD_LETTERS
 from shared.outbox import OutboxRelay
@@ -44,6 +44,8 @@ class Runtime:
     relay: OutboxRelay | None = None
     consumers: list[Consumer] = field(default_factory=list)
     after_commit: dict[str, Callable[[], None]] = field(default_factory=dict)
+    outbox_signal: OutboxSignal = field(default_factory=OutboxSignal)
+    """Fired when a pooled connection that wrote outbox rows is released: wakes this process's relay."""
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -89,7 +91,9 @@ def create_service_app(
     async def database(app: web.Application) -> AsyncIterator[None]:
         if migrate_on_start:
             await migrate(settings.database_url, migrations_dir)
-        rt.pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        rt.pool = await create_pool(
+            settings.database_url, settings.db_pool_min, settings.db_pool_max, outbox_signal=rt.outbox_signal
+        )
         yield
         await rt.pool.close()
 
@@ -104,6 +108,7 @@ def create_service_app(
             poll_interval_s=common.relay_poll_interval_s,
             min_round_interval_s=common.relay_min_round_interval_ms / 1000,
             extra_cleanup=cleanup_sql,
+            signal=rt.outbox_signal,
         )
         rt.relay.start()
         for queue, handlers in rt.consumers_spec.items():

@@ -53,7 +53,9 @@ class CommonSettings(BaseSettings):
         50, ge=1, description="Messages waiting for a consumer's worker that are handled together, in one transaction"
     )
     relay_batch_size: int = Field(200, description="Outbox rows published per relay round")
-    relay_poll_interval_s: float = Field(1.0, description="Fallback poll of the outbox when no NOTIFY arrives")
+    relay_poll_interval_s: float = Field(
+        1.0, description="Fallback poll of the outbox: retries coming due, and rows no wake-up announced"
+    )
     relay_min_round_interval_ms: float = Field(
         5.0, ge=0, description="Relay rounds start at most this often; under load one round takes many commits' rows"
     )

@@ -83,6 +83,49 @@ async def test_events_leave_through_the_outbox_in_the_documented_envelope(system
     )
 
 
+async def test_the_relay_is_woken_by_its_own_process_writes_and_by_a_notify_from_other_processes(
+    system_factory, amqp, prefix, keys
+):
+    """Committed outbox rows are published at once although no write sends a NOTIFY from its own transaction (that
+    serializes every writing commit in the cluster): the service's pool wakes its relay when a connection that wrote
+    the outbox is released, and a process without a relay (the command line) sends NOTIFY after its write. The
+    fallback poll is a minute here: only the wake-ups can publish these within the deadline."""
+    from shared.db import create_pool
+    from shared.outbox import enqueue
+
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(relay_poll_interval_s=60)
+    await system.start("customers")
+    runtime = system.runtime("customers")
+    triggers = "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal"
+    assert await runtime.db.fetchval(triggers) == 0
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+        for n in range(3):  # the relay asleep again between them
+            resp = await http.post(
+                f"{system.urls['customers']}/v1/customers",
+                json={"full_name": "Ada", "email": f"wake{n}@example.com"},
+            )
+            assert resp.status == 201
+            await wait_for(
+                lambda n=n: len(recorder.of_type("customers.customer.created.v1")) == n + 1,
+                timeout=5,
+                what=f"customer {n}'s event, woken by the service's own write",
+            )
+    await wait_for(lambda: runtime.relay._listener is not None, what="the relay listening")
+    cli = await create_pool(system.databases["customers"], 1, 1)  # no relay in this "process"
+    try:
+        async with cli.acquire() as conn:
+            await enqueue(conn, customer_created("from-cli@example.com"), "events")
+    finally:
+        await cli.close()
+    events = await wait_for(
+        lambda: (e := recorder.of_type("customers.customer.created.v1")) and len(e) == 4 and e,
+        timeout=5,
+        what="the command line's event, woken by its NOTIFY",
+    )
+    assert events[3]["payload"]["email"] == "from-cli@example.com"
+
+
 async def test_the_same_event_delivered_twice_creates_one_account_and_sends_one_email(
     system_factory, amqp, prefix, smtp
 ):

@@ -38,6 +38,7 @@ class InProcessSystem:
     retry_delays_ms: list[int] = field(default_factory=lambda: [100, 200, 400])
     send_retry_delays_s: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])
     consumer_workers: int = 1
+    relay_poll_interval_s: float = 0.2  # the relays' fallback poll (a test of their wake-ups sets it long)
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
     clock: Clock | None = None  # customers' and visitors' clock (a FakeClock lets a test travel in time)
@@ -53,7 +54,7 @@ class InProcessSystem:
             amqp_url=self.amqp_urls.get(name or "", self.amqp_url),
             amqp_prefix=self.prefix,
             retry_delays_ms=self.retry_delays_ms,
-            relay_poll_interval_s=0.2,
+            relay_poll_interval_s=self.relay_poll_interval_s,
             log_format="text",
             shutdown_grace_s=5,
             consumer_workers=self.consumer_workers,
