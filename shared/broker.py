@@ -151,10 +151,12 @@ class Broker:
         Raises when the message is returned (unroutable), nacked, or not confirmed in time."""
         if not self._ready.is_set() or self._publisher is None:
             raise ConnectionError("not connected to RabbitMQ")
-        message = aio_pika.Message(
-            body,
+        # the AMQP properties themselves (aio-pika's Message would build the same object through ~20 validated
+        # attribute writes: a tenth of a publish's client CPU)
+        properties = aiormq.spec.Basic.Properties(
             content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT,
+            delivery_mode=int(DeliveryMode.PERSISTENT),
+            priority=0,  # as aio-pika sends it: the same bytes on the wire
             message_id=message_id,
             correlation_id=correlation_id,
             headers=headers or {},
@@ -171,7 +173,7 @@ class Broker:
             body,
             exchange="" if exchange is None else self.topology.exchange(exchange),
             routing_key=routing_key,
-            properties=message.properties,
+            properties=properties,
             mandatory=True,
             timeout=self.publish_timeout_s,
             wait=False,
