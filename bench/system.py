@@ -301,7 +301,7 @@ async def describe_machine() -> dict[str, Any]:
     return info
 
 
-async def wakeup_probe(n: int = 300) -> dict[str, float]:
+async def wakeup_probe(n: int = 300, busy_s: float = 0.5) -> dict[str, float]:
     """Machine CPU (every process, every core) per PostgreSQL round trip (a one-row insert), back to back and
     after 5 ms of idleness. On a virtual machine where waking an idle process is dear, the second is several times
     the first: a pipeline of processes that each wait for the previous one then costs more CPU per flow at a low
@@ -310,13 +310,16 @@ async def wakeup_probe(n: int = 300) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         await conn.execute("CREATE TEMP TABLE probe (id int)")
+        # the machine's busy time comes in clock ticks (10 ms): back to back, run for ``busy_s`` (thousands of
+        # round trips) rather than ``n``, which would take a few ticks and read as 0 or 33 us
         for label, gap in (("busy_us", 0.0), ("after_5ms_idle_us", 0.005)):
-            m0 = machine_busy_seconds()
-            for _ in range(n):
+            m0, t0, done = machine_busy_seconds(), time.monotonic(), 0
+            while done < n if gap else time.monotonic() - t0 < busy_s:
                 await conn.execute("INSERT INTO probe VALUES (1)")
+                done += 1
                 if gap:
                     await asyncio.sleep(gap)
-            out[label] = round(1e6 * (machine_busy_seconds() - m0) / n)
+            out[label] = round(1e6 * (machine_busy_seconds() - m0) / done)
     finally:
         await conn.close()
     return out
