@@ -6,9 +6,9 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
-from shared.text import ISO_TEXT, NO_NUL, SINGLE_LINE, SingleLine
+from shared.text import ISO_TEXT, NO_NUL, SINGLE_LINE, Email, SingleLine
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE]
 Phone = Annotated[
@@ -20,7 +20,7 @@ class CustomerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     full_name: Name = Field(description="The customer's full name")
-    email: EmailStr = Field(description="Email address; unique among customers (case-insensitive)")
+    email: Email = Field(description="Email address; unique among customers (case-insensitive)")
     company_name: Name | None = Field(None, description="Company")
     phone: Phone | None = Field(None, description="Phone number")
     send_welcome: StrictBool = Field(
@@ -57,7 +57,7 @@ class CustomerPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     full_name: Name | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
     company_name: Name | None = None
     phone: Phone | None = None
 

@@ -7,9 +7,9 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.text import ISO_TEXT, NO_NUL, SINGLE_LINE
+from shared.text import ISO_TEXT, NO_NUL, SINGLE_LINE, Email
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), SINGLE_LINE]
 Phone = Annotated[
@@ -24,7 +24,7 @@ class VisitorIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     full_name: Name = Field(description="The visitor's full name")
-    email: EmailStr = Field(
+    email: Email = Field(
         description="The visitor's email: the registration email goes there, and a later visit "
         "with the same email (any case) is the same visitor"
     )
