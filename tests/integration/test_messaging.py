@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aio_pika
 import aiohttp
 import asyncpg
 import orjson
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.events import CustomerCreatedV1, SendEmailV1, make_envelope
+from tests.conftest import AMQP_URL
 from tests.support.bus import EventRecorder, drain, publish_raw, queue_depth
 from tests.support.proxy import TcpProxy
 from tests.support.wait import wait_for
@@ -668,3 +670,55 @@ async def test_one_statement_handlers_record_each_request_once_and_dead_letter_o
 
 async def keys_are(read, expected) -> bool:
     return await read() == expected
+
+
+async def test_the_broker_publishes_what_consumers_read_and_refuses_what_no_queue_takes(amqp, prefix):
+    """Broker.publish writes its frames itself: concurrent publishes are each confirmed and arrive with their
+    properties, a body larger than a frame arrives whole, and a message no queue is bound for raises (and the
+    channel goes on publishing)."""
+    import aiormq
+
+    from shared.broker import Broker
+    from shared.topology import Topology
+
+    recorder = await EventRecorder(amqp, prefix).start()
+    broker = Broker(AMQP_URL, Topology(prefix), "test-publisher", publish_timeout_s=5)
+    await broker.connect()
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(50)]
+        big = {"event_type": "big", "event_version": 1, "blob": "x" * 300_000}  # RabbitMQ's frames: 128 KiB
+        await asyncio.gather(
+            *(
+                broker.publish(
+                    exchange="events",
+                    routing_key="test.small.v1",
+                    body=orjson.dumps({"event_type": "small", "event_version": 1, "n": n}),
+                    message_id=message_id,
+                    headers={"traceparent": f"00-{'a' * 32}-{'b' * 16}-01", "n": n},
+                    correlation_id=f"req-{n}" if n % 2 else None,
+                )
+                for n, message_id in enumerate(ids)
+            ),
+            broker.publish(exchange="events", routing_key="test.big.v1", body=orjson.dumps(big), message_id="big"),
+        )
+        with pytest.raises(aiormq.exceptions.PublishError):
+            await broker.publish(exchange="commands", routing_key="nobody.listens.v1", body=b"{}", message_id="lost")
+        await broker.publish(
+            exchange="events",
+            routing_key="test.after.v1",
+            body=orjson.dumps({"event_type": "after", "event_version": 1}),
+            message_id="after",
+        )
+
+        await wait_for(lambda: len(recorder.messages) == 52, what="every confirmed message at the recorder")
+        by_id = {m.message_id: m for m in recorder.messages}
+        assert set(by_id) == {*ids, "big", "after"}
+        for n, message_id in enumerate(ids):
+            m = by_id[message_id]
+            assert orjson.loads(m.body)["n"] == n and m.headers["n"] == n and m.content_type == "application/json"
+            assert m.delivery_mode == aio_pika.DeliveryMode.PERSISTENT and m.correlation_id == (
+                f"req-{n}" if n % 2 else None
+            )
+        assert orjson.loads(by_id["big"].body) == big
+    finally:
+        await broker.close()
