@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not sep or not name:
             p.error(f"--set takes NAME=VALUE, not {item!r}")
         env[name] = value
+    if env.get("RELAY_ENABLED", "true").lower() in ("false", "0", "no", "off") and "welcome" in args.phases:
+        p.error("RELAY_ENABLED=false publishes no event: the welcome flow cannot run (use it with --phases read,write)")
     args.env = env
     return args
 

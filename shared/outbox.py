@@ -153,7 +153,9 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop the loop, then make one last bounded attempt to publish what the final moments committed (what
-        does not make it stays in the outbox for the next start or another replica)."""
+        does not make it stays in the outbox for the next start or another replica). Nothing if never started."""
+        if self._task is None:
+            return
         if self.signal is not None:  # from now on this process's writes NOTIFY the other replicas' relays
             self.signal.unsubscribe(self._wake.set)
         self._stop.set()

@@ -110,7 +110,10 @@ def create_service_app(
             extra_cleanup=cleanup_sql,
             signal=rt.outbox_signal,
         )
-        rt.relay.start()
+        if common.relay_enabled:
+            rt.relay.start()
+        else:
+            log.warning("outbox relay off (RELAY_ENABLED=false): another replica must publish this service's events")
         for queue, handlers in rt.consumers_spec.items():
             consumer = Consumer(
                 queue=queue,

@@ -52,6 +52,11 @@ class CommonSettings(BaseSettings):
     consumer_batch_max: int = Field(
         50, ge=1, description="Messages waiting for a consumer's worker that are handled together, in one transaction"
     )
+    relay_enabled: bool = Field(
+        True,
+        description="Publish this process's outbox; off for an HTTP-only replica (its writes NOTIFY the others' "
+        "relays: at least one replica of the service must relay, or nothing leaves)",
+    )
     relay_batch_size: int = Field(200, description="Outbox rows published per relay round")
     relay_poll_interval_s: float = Field(
         1.0, description="Fallback poll of the outbox: retries coming due, and rows no wake-up announced"

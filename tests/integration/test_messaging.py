@@ -56,6 +56,55 @@ async def count(system, service: str, sql: str, *args) -> int:
     return await system.runtime(service).db.fetchval(sql, *args)
 
 
+async def test_an_http_only_replica_leaves_its_events_to_a_relaying_replica_which_its_writes_wake(
+    system_factory, amqp, prefix, keys
+):
+    """RELAY_ENABLED=false: the replica serves HTTP and writes the outbox, publishes nothing itself (not even when it
+    stops), and its writes NOTIFY the relay of another replica of the service, which publishes them at once (its
+    fallback poll is a minute here)."""
+    recorder = await EventRecorder(amqp, prefix).start()
+    http_only = system_factory(relay_enabled=False, relay_poll_interval_s=60)
+    await http_only.start("customers")
+    unpublished = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+
+        async def create(email: str) -> None:
+            resp = await http.post(
+                f"{http_only.urls['customers']}/v1/customers", json={"full_name": "Ada", "email": email}
+            )
+            assert resp.status == 201
+
+        await create("before@example.com")
+        assert await count(http_only, "customers", unpublished) == 1
+        relaying = system_factory(relay_poll_interval_s=60)
+        await relaying.start("customers")
+        await wait_for(
+            lambda: len(recorder.of_type("customers.customer.created.v1")) == 1,
+            timeout=5,
+            what="the waiting row, published by the relaying replica's first round",
+        )
+        await wait_for(lambda: relaying.runtime("customers").relay._listener is not None, what="the relay listening")
+        await create("after@example.com")
+        events = await wait_for(
+            lambda: (e := recorder.of_type("customers.customer.created.v1")) and len(e) == 2 and e,
+            timeout=5,
+            what="the HTTP-only replica's next event, woken by its NOTIFY",
+        )
+    assert [e["payload"]["email"] for e in events] == ["before@example.com", "after@example.com"]
+    await relaying.stop()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+        resp = await http.post(
+            f"{http_only.urls['customers']}/v1/customers", json={"full_name": "Ada", "email": "last@example.com"}
+        )
+        assert resp.status == 201
+    await http_only.stop()
+    db = await asyncpg.connect(http_only.databases["customers"])
+    try:
+        assert await db.fetchval(unpublished) == 1  # stopping did not publish it: it waits for a relaying replica
+    finally:
+        await db.close()
+
+
 async def test_events_leave_through_the_outbox_in_the_documented_envelope(system_factory, amqp, prefix, keys):
     recorder = await EventRecorder(amqp, prefix).start()
     system = system_factory()

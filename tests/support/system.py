@@ -39,6 +39,7 @@ class InProcessSystem:
     send_retry_delays_s: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.8])
     consumer_workers: int = 1
     relay_poll_interval_s: float = 0.2  # the relays' fallback poll (a test of their wake-ups sets it long)
+    relay_enabled: bool = True
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
     clock: Clock | None = None  # customers' and visitors' clock (a FakeClock lets a test travel in time)
@@ -55,6 +56,7 @@ class InProcessSystem:
             amqp_prefix=self.prefix,
             retry_delays_ms=self.retry_delays_ms,
             relay_poll_interval_s=self.relay_poll_interval_s,
+            relay_enabled=self.relay_enabled,
             log_format="text",
             shutdown_grace_s=5,
             consumer_workers=self.consumer_workers,
