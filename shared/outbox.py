@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import orjson
 
-from shared.broker import Broker
+from shared.broker import Broker, Outgoing
 from shared.db import DATABASE_ERRORS, OutboxSignal
 from shared.events import Envelope, Message, make_envelope
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED, RELAY_BATCH
@@ -236,24 +236,26 @@ class OutboxRelay:
             return 0
         rows = sorted(rows, key=lambda r: r["id"])  # RETURNING keeps no order: publish in commit order
         RELAY_BATCH.observe(len(rows))
-        results = await asyncio.gather(
-            *(
-                self.broker.publish(
-                    exchange=r["exchange"],
-                    routing_key=r["routing_key"],
-                    body=bytes(r["body"]),
-                    message_id=str(r["event_id"]),
-                    correlation_id=r["correlation_id"],
-                    headers={"traceparent": r["traceparent"]} if r["traceparent"] else None,
-                )
-                for r in rows
-            ),
-            return_exceptions=True,
-        )
+        messages = [
+            Outgoing(
+                exchange=r["exchange"],
+                routing_key=r["routing_key"],
+                body=bytes(r["body"]),
+                message_id=str(r["event_id"]),
+                correlation_id=r["correlation_id"],
+                headers={"traceparent": r["traceparent"]} if r["traceparent"] else None,
+            )
+            for r in rows
+        ]
+        results: list[BaseException | None]
+        try:
+            results = await self.broker.publish_many(messages)
+        except Exception as exc:  # nothing sent (not connected): every row failed, as each would have alone
+            results = [exc] * len(rows)
         ok: list[int] = []
         failed: list[tuple[int, str, float]] = []  # (id, error, seconds until the next attempt)
         for r, res in zip(rows, results, strict=True):
-            if isinstance(res, BaseException):
+            if res is not None:
                 failed.append((r["id"], f"{type(res).__name__}: {res}", backoff_s(r["attempts"])))
             else:
                 ok.append(r["id"])

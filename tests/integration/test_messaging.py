@@ -724,10 +724,11 @@ async def keys_are(read, expected) -> bool:
 async def test_the_broker_publishes_what_consumers_read_and_refuses_what_no_queue_takes(amqp, prefix):
     """Broker.publish writes its frames itself: concurrent publishes are each confirmed and arrive with their
     properties, a body larger than a frame arrives whole, and a message no queue is bound for raises (and the
-    channel goes on publishing)."""
+    channel goes on publishing). publish_many (one write for many) says for each message how it went: the
+    unroutable one and one whose routing key AMQP cannot carry fail alone."""
     import aiormq
 
-    from shared.broker import Broker
+    from shared.broker import Broker, Outgoing
     from shared.topology import Topology
 
     recorder = await EventRecorder(amqp, prefix).start()
@@ -758,10 +759,25 @@ async def test_the_broker_publishes_what_consumers_read_and_refuses_what_no_queu
             body=orjson.dumps({"event_type": "after", "event_version": 1}),
             message_id="after",
         )
+        many = [
+            Outgoing("events", "test.many.v1", orjson.dumps({"event_type": "many", "event_version": 1}), f"m{n}")
+            for n in range(6)
+        ]
+        many[2] = Outgoing("commands", "nobody.listens.v1", b"{}", "m2")
+        many[4] = Outgoing("events", "k" * 256, b"{}", "m4")
+        errors = await broker.publish_many(many)
+        assert [type(e) if e else None for e in errors] == [
+            None,
+            None,
+            aiormq.exceptions.PublishError,
+            None,
+            ValueError,
+            None,
+        ]
 
-        await wait_for(lambda: len(recorder.messages) == 52, what="every confirmed message at the recorder")
+        await wait_for(lambda: len(recorder.messages) == 56, what="every confirmed message at the recorder")
         by_id = {m.message_id: m for m in recorder.messages}
-        assert set(by_id) == {*ids, "big", "after"}
+        assert set(by_id) == {*ids, "big", "after", "m0", "m1", "m3", "m5"}
         for n, message_id in enumerate(ids):
             m = by_id[message_id]
             assert orjson.loads(m.body)["n"] == n and m.headers["n"] == n and m.content_type == "application/json"
