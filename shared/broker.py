@@ -318,13 +318,8 @@ class Broker:
             for i, tag, message_id, confirmation in registered:
                 confirmation.add_done_callback(_forgetter(channel, message_id, tag))
                 waiting.append((i, confirmation))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.publish_timeout_s
-        pending = {confirmation for _, confirmation in waiting}
-        while pending:  # every confirm, or the deadline (a confirm this misses is logged by aiormq, not lost)
-            _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
-            if loop.time() >= deadline:
-                break
+        # every confirm, or the deadline (a confirm that comes later is logged by aiormq, and the message kept)
+        await asyncio.wait([confirmation for _, confirmation in waiting], timeout=self.publish_timeout_s)
         for i, confirmation in waiting:
             if not confirmation.done():
                 confirmation.cancel()
