@@ -96,9 +96,9 @@ def publish_frames(
     """The AMQP 0-9-1 frames of one persistent, mandatory ``basic.publish`` of a JSON ``body``: method, content
     header (content type, headers, delivery mode 2, priority 0, correlation and message ids) and body frames of at
     most ``max_content`` bytes; byte for byte what aiormq and pamqp send for the same message."""
-    method = _BASIC_PUBLISH + _shortstr(exchange) + _shortstr(routing_key) + b"\x01"  # mandatory, not immediate
     if not message_id:
         raise ValueError("a message needs its message_id")
+    method = _BASIC_PUBLISH + _shortstr(exchange) + _shortstr(routing_key) + b"\x01"  # mandatory, not immediate
     flags = _FLAGS | _CORRELATION_ID if correlation_id else _FLAGS  # an empty one is not sent (as pamqp does)
     header = b"".join(
         (
