@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from shared.broker import Broker
+from shared.db import hold_advisory_xact_locks
 from shared.events import Envelope, Message, UnknownMessage, lookup
 from shared.logging import correlation_id_var, event_id_var
 from shared.metrics import CONSUMER_BATCH, EVENTS_CONSUMED
@@ -65,6 +66,7 @@ class Statement:
 
 
 StatementFn = Callable[[Envelope, Any], Statement]
+LocksFn = Callable[[Envelope, Any], Iterable[str]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class Handler:
     message: type[Message]
     fn: HandlerFn | None = None
     statement: StatementFn | None = None
+    locks: LocksFn | None = None
+    """The advisory locks ``fn`` takes (``advisory_xact_lock``): a batch takes all its messages' in one statement
+    before its handlers run, instead of one round trip each."""
 
     def __post_init__(self) -> None:
         if (self.fn is None) == (self.statement is None):
@@ -392,18 +397,27 @@ class Consumer:
                     await conn.executemany(sql, [args for _, args in group])
                 waiting.clear()
 
-            for p in batch:
-                new = p.envelope.event_id in fresh
-                fresh.discard(p.envelope.event_id)
-                if new and p.handler.statement is not None:
-                    with self._handling(p):
-                        st = p.handler.statement(p.envelope, p.event)
-                    waiting.append((statement_sql(st, inbox=False), (self.queue_name, p.envelope.event_id, *st.args)))
-                elif new:
-                    await send_waiting()
-                    await self._run_handler(conn, p)
-                out.append(new)
-            await send_waiting()
+            locks = [
+                name
+                for p in batch
+                if p.handler.locks is not None and p.envelope.event_id in fresh
+                for name in p.handler.locks(p.envelope, p.event)
+            ]
+            async with hold_advisory_xact_locks(conn, locks if len(set(locks)) > 1 else ()):
+                for p in batch:
+                    new = p.envelope.event_id in fresh
+                    fresh.discard(p.envelope.event_id)
+                    if new and p.handler.statement is not None:
+                        with self._handling(p):
+                            st = p.handler.statement(p.envelope, p.event)
+                        waiting.append(
+                            (statement_sql(st, inbox=False), (self.queue_name, p.envelope.event_id, *st.args))
+                        )
+                    elif new:
+                        await send_waiting()
+                        await self._run_handler(conn, p)
+                    out.append(new)
+                await send_waiting()
         return out
 
     async def _handle_alone(self, p: _Parsed) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
 
     wrote_outbox = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held_xact_locks: set[str] = set()  # see hold_advisory_xact_locks
+
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         if args and OUTBOX_INSERT in args[0]:
             self.wrote_outbox = True
@@ -97,6 +102,38 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
         except asyncpg.InternalClientError:
             self.terminate()
             raise
+
+
+ADVISORY_LOCK_SPACE = 7031  # the second argument of hashtextextended: names of this project's advisory locks
+
+
+async def advisory_xact_lock(conn: asyncpg.Connection, name: str) -> None:
+    """Take the transaction-scoped advisory lock ``name`` (released at commit or rollback); nothing to do when the
+    transaction took it already with ``hold_advisory_xact_locks``."""
+    if name in getattr(conn, "held_xact_locks", ()):
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7031))", name)
+
+
+@contextlib.asynccontextmanager
+async def hold_advisory_xact_locks(conn: asyncpg.Connection, names: Iterable[str]) -> AsyncIterator[None]:
+    """Inside a transaction: take every advisory lock in ``names`` in one statement, in name order (two
+    transactions taking overlapping sets never wait on each other crosswise), so that ``advisory_xact_lock`` on
+    any of them costs no round trip until the block ends. The locks themselves last until the transaction ends."""
+    todo = sorted(set(names))
+    held: set[str] | None = getattr(conn, "held_xact_locks", None)
+    if todo:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7031))) FROM unnest($1::text[]) AS k", todo
+        )
+    if held is None or not todo:
+        yield
+        return
+    held.update(todo)
+    try:
+        yield
+    finally:
+        held.difference_update(todo)
 
 
 def _on_release(signal: OutboxSignal) -> Callable[[asyncpg.Connection], Awaitable[None]]:

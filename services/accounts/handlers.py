@@ -479,15 +479,22 @@ def make_handlers(cfg: WelcomeConfig) -> dict[str, dict[str, Handler]]:
         CustomerSuspendedV1,
         CustomerReactivatedV1,
     )
+
+    def customer(env: Envelope, event: Any) -> tuple[str, ...]:  # the lock every handler below takes but erasure
+        return (store.customer_lock(event.customer_id),)
+
+    def welcomed_customer(env: Envelope, event: CustomerCreatedV1) -> tuple[str, ...]:
+        return customer(env, event) if event.send_welcome else ()
+
     return {
         "accounts.customer-events": {
-            CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, on_customer_created),
+            CustomerCreatedV1.routing_key(): Handler(CustomerCreatedV1, on_customer_created, locks=welcomed_customer),
             CustomerUserAccountRequestedV1.routing_key(): Handler(
-                CustomerUserAccountRequestedV1, on_user_account_requested
+                CustomerUserAccountRequestedV1, on_user_account_requested, locks=customer
             ),
-            CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated),
+            CustomerUpdatedV1.routing_key(): Handler(CustomerUpdatedV1, on_customer_updated, locks=customer),
             CustomerErasedV1.routing_key(): Handler(CustomerErasedV1, on_customer_erased),
-            **{m.routing_key(): Handler(m, on_customer_state) for m in state_events},
+            **{m.routing_key(): Handler(m, on_customer_state, locks=customer) for m in state_events},
         }
     }
 

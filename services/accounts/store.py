@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.db import advisory_xact_lock
+
 ACCOUNT_COLUMNS = "id, customer_id, email, full_name, role, status, version, created_at, updated_at, activated_at"
 
 
@@ -61,10 +63,15 @@ async def insert_account(
 CUSTOMER_FACTS_CLEANUP_SQL = "DELETE FROM customer_facts WHERE updated_at < now() - interval '1 day'"
 
 
+def customer_lock(customer_id: uuid.UUID) -> str:
+    """The name of the advisory lock ``lock_customer`` takes (a consumer's batch takes its customers' at once)."""
+    return f"customer:{customer_id}"
+
+
 async def lock_customer(conn: asyncpg.Connection, customer_id: uuid.UUID) -> None:
     """Serialise, until the end of the transaction, the handling of events about one customer: making its account
     and applying a later event then see each other (whichever runs first)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7031))", f"customer:{customer_id}")
+    await advisory_xact_lock(conn, customer_lock(customer_id))
 
 
 async def remember_customer_facts(

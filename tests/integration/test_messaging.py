@@ -787,3 +787,46 @@ async def test_the_broker_publishes_what_consumers_read_and_refuses_what_no_queu
         assert orjson.loads(by_id["big"].body) == big
     finally:
         await broker.close()
+
+
+async def test_a_batch_takes_its_customers_locks_in_one_statement_and_other_transactions_wait_for_them(databases):
+    """What a consumer batch does for accounts' customer events: every customer's lock in one statement, held
+    against other transactions until the batch commits, and each handler's own lock_customer then costs no round
+    trip (a customer outside the batch's set still takes one)."""
+    import uuid as uuid_
+
+    from services.accounts import store
+    from shared.db import create_pool, hold_advisory_xact_locks
+
+    a, b, c = (uuid_.uuid4() for _ in range(3))
+    pool = await create_pool(databases["accounts"], 1, 1)
+    other = await asyncpg.connect(databases["accounts"])
+    queries: list[str] = []
+    try:
+
+        async def free(customer: uuid_.UUID) -> bool:
+            async with other.transaction():
+                return await other.fetchval(
+                    "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 7031))", store.customer_lock(customer)
+                )
+
+        async def logged() -> int:
+            await asyncio.sleep(0)  # not a wait: asyncpg calls query loggers with call_soon, this lets them run
+            return len(queries)
+
+        async with pool.acquire() as conn, conn.transaction():
+            conn.add_query_logger(lambda record: queries.append(record.query))
+            async with hold_advisory_xact_locks(conn, [store.customer_lock(x) for x in (b, a, b)]):
+                assert await logged() == 1
+                assert not await free(a) and not await free(b) and await free(c)
+                for x in (a, b, a):
+                    await store.lock_customer(conn, x)
+                assert await logged() == 1  # already held: no round trip
+                await store.lock_customer(conn, c)
+                assert await logged() == 2
+            await store.lock_customer(conn, a)  # after the block: asked again (still held until the commit)
+            assert await logged() == 3 and not await free(a)
+        assert await free(a) and await free(b) and await free(c)  # the commit released them all
+    finally:
+        await other.close()
+        await pool.close()
