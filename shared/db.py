@@ -104,12 +104,9 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]
             raise
 
 
-ADVISORY_LOCK_SPACE = 7031  # the second argument of hashtextextended: names of this project's advisory locks
-
-
 async def advisory_xact_lock(conn: asyncpg.Connection, name: str) -> None:
-    """Take the transaction-scoped advisory lock ``name`` (released at commit or rollback); nothing to do when the
-    transaction took it already with ``hold_advisory_xact_locks``."""
+    """Take the transaction-scoped advisory lock ``name`` (its key: ``hashtextextended(name, 7031)``; released at
+    commit or rollback); nothing to do when the transaction took it already with ``hold_advisory_xact_locks``."""
     if name in getattr(conn, "held_xact_locks", ()):
         return
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7031))", name)
