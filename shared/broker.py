@@ -294,9 +294,8 @@ class Broker:
                 errors[i] = exc
         if not frames:
             return errors
-        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        registered: list[tuple[int, int, str, asyncio.Future[Any]]] = []  # (message, tag, message id, confirm)
         async with channel._raise_on_channel_close(), asyncio.timeout(self.publish_timeout_s), channel.lock:
-            registered: list[tuple[int, int, str, asyncio.Future[Any]]] = []
             for i, _ in frames:
                 channel.delivery_tag += 1
                 tag, message_id = channel.delivery_tag, messages[i].message_id
@@ -315,12 +314,11 @@ class Broker:
                     confirmation.cancel()
                 channel.delivery_tag -= len(registered)
                 raise
-            for i, tag, message_id, confirmation in registered:
+            for _, tag, message_id, confirmation in registered:
                 confirmation.add_done_callback(_forgetter(channel, message_id, tag))
-                waiting.append((i, confirmation))
         # every confirm, or the deadline (a confirm that comes later is logged by aiormq, and the message kept)
-        await asyncio.wait([confirmation for _, confirmation in waiting], timeout=self.publish_timeout_s)
-        for i, confirmation in waiting:
+        await asyncio.wait([confirmation for *_, confirmation in registered], timeout=self.publish_timeout_s)
+        for i, _, _, confirmation in registered:
             if not confirmation.done():
                 confirmation.cancel()
                 errors[i] = TimeoutError(f"not confirmed within {self.publish_timeout_s}s")

@@ -118,14 +118,11 @@ async def hold_advisory_xact_locks(conn: asyncpg.Connection, names: Iterable[str
     transactions taking overlapping sets never wait on each other crosswise), so that ``advisory_xact_lock`` on
     any of them costs no round trip until the block ends. The locks themselves last until the transaction ends."""
     todo = sorted(set(names))
-    held: set[str] | None = getattr(conn, "held_xact_locks", None)
     if todo:
         await conn.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 7031))) FROM unnest($1::text[]) AS k", todo
         )
-    if held is None or not todo:
-        yield
-        return
+    held: set[str] = getattr(conn, "held_xact_locks", set())  # a plain asyncpg connection keeps no record
     held.update(todo)
     try:
         yield

@@ -160,12 +160,11 @@ class OutboxRelay:
             self.signal.unsubscribe(self._wake.set)
         self._stop.set()
         self._wake.set()
-        if self._task:
-            try:
-                await asyncio.wait_for(self._task, timeout=10)
-            except TimeoutError:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._task, timeout=10)
+        except TimeoutError:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         if self.broker.connected:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay_once(), timeout=5)
