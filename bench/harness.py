@@ -230,10 +230,14 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             "  machine: every process on every core, the services, PostgreSQL, RabbitMQ and the bench included"
         )
-        lines.append("  mean batch (messages per consumer transaction / rows per relay round):")
+        lines.append(
+            "  mean batch (messages per consumer transaction / rows per relay round / outcomes per delivery write):"
+        )
         for s in per_flow:
             short = {
-                k.replace(" consumer_batch_messages ", " ").replace(" outbox_relay_batch_rows", " relay"): v
+                k.replace(" consumer_batch_messages ", " ")
+                .replace(" outbox_relay_batch_rows", " relay")
+                .replace(" email_outcome_batch_rows", " outcomes"): v
                 for k, v in (s.get("mean_batch") or {}).items()
             }
             lines.append(f"    {s['offered_per_s']:g}/s: " + ", ".join(f"{k} {v:g}" for k, v in short.items()))

@@ -487,7 +487,7 @@ async def settle(system: System, timeout: float, only_outbox_of: tuple[str, ...]
     return round(time.perf_counter() - t0, 1)
 
 
-_BATCH_METRICS = ("consumer_batch_messages", "outbox_relay_batch_rows")
+_BATCH_METRICS = ("consumer_batch_messages", "outbox_relay_batch_rows", "email_outcome_batch_rows")
 
 
 async def batch_counters(system: System) -> dict[str, tuple[float, float]]:

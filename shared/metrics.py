@@ -26,4 +26,9 @@ CONSUMER_BATCH = Histogram(
 RELAY_BATCH = Histogram(
     "outbox_relay_batch_rows", "Outbox rows claimed per relay round", buckets=(1, 2, 5, 10, 20, 50, 100, 200)
 )
+EMAIL_OUTCOME_BATCH = Histogram(
+    "email_outcome_batch_rows",
+    "Delivery outcomes (with their events) written together in one statement",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)
 EMAIL_DELIVERIES = Counter("email_deliveries_total", "Email delivery attempts by outcome", ["template", "outcome"])

@@ -4,7 +4,8 @@ The dispatcher claims due deliveries continuously, whenever fewer than ``batch_s
 (``next_attempt_at`` moved past the longest SMTP conversation, chosen with ``FOR UPDATE SKIP LOCKED`` and committed
 at once), so replicas never send the same delivery at once and no transaction stays open during SMTP. Each delivery
 is then sent (at most ``concurrency`` at once, over the sender's persistent SMTP connections) and its outcome
-committed in its own short transaction. The one duplicate window left: the process dies (or the outcome cannot be
+written with its event in one statement, together with those of the emails that finished while the previous write
+was under way (group commit). The one duplicate window left: the process dies (or the outcome cannot be
 recorded) after the server accepted the message; when the lease runs out the delivery is sent again, with the same
 Message-ID (receivers can deduplicate on it). Claimed deliveries carry the dispatcher's id: ones it claimed but is
 not sending (a claim whose reply was lost with the connection) are taken again by its next claim, not left for
@@ -17,8 +18,9 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from opentelemetry.trace import SpanKind
@@ -33,8 +35,8 @@ from services.notifications.mail import (
 from shared.db import DATABASE_ERRORS
 from shared.events import EmailFailedV1, EmailSentV1, Message, make_envelope
 from shared.logging import correlation_id_var
-from shared.metrics import EMAIL_DELIVERIES
-from shared.outbox import insert_from, outbox_row
+from shared.metrics import EMAIL_DELIVERIES, EMAIL_OUTCOME_BATCH
+from shared.outbox import OUTBOX_COLUMNS, outbox_row
 from shared.sealing import SealError, unseal
 from shared.tracing import continued_span
 
@@ -81,6 +83,7 @@ class Dispatcher:
         self.dispatcher_id = uuid.uuid4()
         """Written on the deliveries this dispatcher claims: those it claimed but is not sending (a claim whose
         reply was lost) are its own to take again at once; another replica's wait for their lease."""
+        self._recorder = _GroupWriter(self._write_outcomes)
         self._unrecorded: dict[uuid.UUID, float] = {}
         """Deliveries sent (or tried) whose outcome could not be written -> when their lease ends (monotonic): not
         taken again before then, although they are this dispatcher's (the lease is the only guard left)."""
@@ -205,36 +208,41 @@ class Dispatcher:
         # the lease started when the row was claimed, a moment before this; stop retrying the outcome well before
         # it ends, so another replica never sends while this one may still record
         record_until = time.monotonic() + self.lease_s - RECORD_MARGIN_S
-        outcome, subject, error = await self._send(row)
+        outcome = self._outcome(row, *await self._send(row))
         delay = 0.1
         while True:
             try:
-                async with self.pool.acquire() as conn:  # one statement: atomic on its own
-                    await self._record(conn, row, outcome, subject, error)
-                return
+                settled = await self._recorder.write(outcome)
+                break
             except DATABASE_ERRORS as exc:
                 # the database is away for a moment (a killed connection, a restart): the email is out, so keep
                 # the outcome and try again rather than let the lease end and send it a second time
                 if time.monotonic() + delay > record_until:
                     log.error(
                         "could not record a delivery outcome; it is retried when its lease ends",
-                        extra={"delivery_id": str(row["id"]), "outcome": outcome, "error": str(exc)},
+                        extra={"delivery_id": str(row["id"]), "outcome": outcome.kind, "error": str(exc)},
                     )
                     self._unrecorded[row["id"]] = record_until + RECORD_MARGIN_S
                     return
                 log.warning(
                     "recording a delivery outcome failed; retrying",
-                    extra={"delivery_id": str(row["id"]), "outcome": outcome, "retry_in_s": delay, "error": str(exc)},
+                    extra={
+                        "delivery_id": str(row["id"]),
+                        "outcome": outcome.kind,
+                        "retry_in_s": delay,
+                        "error": str(exc),
+                    },
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except Exception:
                 log.exception(
                     "could not record a delivery outcome; it is retried when its lease ends",
-                    extra={"delivery_id": str(row["id"]), "outcome": outcome},
+                    extra={"delivery_id": str(row["id"]), "outcome": outcome.kind},
                 )
                 self._unrecorded[row["id"]] = record_until + RECORD_MARGIN_S
                 return
+        self._log_outcome(outcome, settled)
 
     async def _send(self, row: asyncpg.Record) -> tuple[str, str | None, str | None]:
         async with self.semaphore:
@@ -263,21 +271,17 @@ class Dispatcher:
                 return "temporary", subject, str(exc)
             return "sent", subject, None
 
-    async def _record(
-        self, conn: asyncpg.Connection, row: asyncpg.Record, outcome: str, subject: str | None, error: str | None
-    ) -> None:
-        """The outcome, and its event in the outbox, in one statement (atomic without a transaction: one round trip
-        per email); nothing when the delivery was settled meanwhile (another replica whose lease had taken over)."""
+    def _outcome(self, row: asyncpg.Record, kind: str, subject: str | None, error: str | None) -> _Outcome:
+        """What to write for this attempt: the delivery's new state and, when it is settled, its event."""
         delivery_id: uuid.UUID = row["id"]
         attempts = row["attempts"] + 1
-        correlation_id_var.set(row["correlation_id"])
-        EMAIL_DELIVERIES.labels(row["template"], outcome).inc()
+        correlation_id_var.set(row["correlation_id"])  # for the log lines; the event's traceparent is the span's
+        EMAIL_DELIVERIES.labels(row["template"], kind).inc()
+        if kind == "temporary" and attempts <= len(self.retry_delays_s):
+            return _Outcome(delivery_id, kind, attempts, None, None, error, self.retry_delays_s[attempts - 1], None)
         event: Message
-        if outcome == "sent":
-            settle = """UPDATE deliveries SET status = 'sent', attempts = $2, subject = $3, sent_at = now(),
-                               sealed_context = NULL, last_error = NULL, updated_at = now()
-                        WHERE id = $1 AND status = 'pending' RETURNING id"""
-            args: tuple[object, ...] = (delivery_id, attempts, subject)
+        if kind == "sent":
+            status = "sent"
             event = EmailSentV1(
                 delivery_id=delivery_id,
                 template=row["template"],
@@ -285,50 +289,138 @@ class Dispatcher:
                 account_id=row["account_id"],
                 attempts=attempts,
             )
-        elif outcome == "temporary" and attempts <= len(self.retry_delays_s):
-            delay = self.retry_delays_s[attempts - 1]
-            await conn.execute(
-                """UPDATE deliveries SET attempts = $2, last_error = $3, updated_at = now(), claimed_by = NULL,
-                          next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1 AND status = 'pending'""",
-                delivery_id,
-                attempts,
-                error,
-                delay,
-            )
-            log.warning(
-                "email temporarily failed",
-                extra={"delivery_id": str(delivery_id), "attempt": attempts, "retry_in_s": delay, "error": error},
-            )
-            return
         else:
-            settle = """UPDATE deliveries SET status = 'failed', attempts = $2, last_error = $3,
-                               subject = coalesce($4, subject), failed_at = now(), sealed_context = NULL,
-                               updated_at = now()
-                        WHERE id = $1 AND status = 'pending' RETURNING id"""
-            args = (delivery_id, attempts, error, subject)
+            status = "failed"
             event = EmailFailedV1(
                 delivery_id=delivery_id,
                 template=row["template"],
                 customer_id=row["customer_id"],
                 account_id=row["account_id"],
                 attempts=attempts,
-                permanent=outcome == "permanent",
+                permanent=kind == "permanent",
                 reason=(error or "")[:1000],
             )
         envelope = make_envelope(
             event, subject=delivery_id, sequence=attempts, producer=SERVICE, correlation_id=row["correlation_id"]
         )
-        done = await conn.fetchval(
-            f"WITH d AS ({settle}), o AS ({insert_from('d', len(args) + 1)}) SELECT count(*) FROM d",
-            *args,
-            *outbox_row(envelope, event.EXCHANGE),
-        )
-        if not done:
-            return
-        if outcome == "sent":
-            log.info("email sent", extra={"delivery_id": str(delivery_id), "template": row["template"]})
-        else:
-            log.error(
-                "email failed",
-                extra={"delivery_id": str(delivery_id), "permanent": outcome == "permanent", "error": error},
+        return _Outcome(delivery_id, kind, attempts, status, subject, error, 0.0, outbox_row(envelope, event.EXCHANGE))
+
+    @staticmethod
+    def _log_outcome(outcome: _Outcome, settled: bool) -> None:
+        extra: dict[str, object] = {"delivery_id": str(outcome.delivery_id)}
+        if outcome.status is None:
+            log.warning(
+                "email temporarily failed",
+                extra={**extra, "attempt": outcome.attempts, "retry_in_s": outcome.retry_in_s, "error": outcome.error},
             )
+        elif not settled:  # settled meanwhile by another replica whose lease had taken over: nothing written
+            return
+        elif outcome.status == "sent":
+            log.info("email sent", extra=extra)
+        else:
+            log.error("email failed", extra={**extra, "permanent": outcome.kind == "permanent", "error": outcome.error})
+
+    async def _write_outcomes(self, outcomes: list[_Outcome]) -> set[uuid.UUID]:
+        """Every outcome, and the events of the settled ones, in one statement (atomic without a transaction: one
+        round trip for all the emails that finished while the previous write was under way). Returns the ids of
+        the deliveries it changed: one settled meanwhile (by another replica whose lease had taken over) is left
+        as it is, and its event is not written."""
+        EMAIL_OUTCOME_BATCH.observe(len(outcomes))
+        events = [(o.delivery_id, *o.event) for o in outcomes if o.event is not None]
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                _WRITE_OUTCOMES,
+                [o.delivery_id for o in outcomes],
+                [o.attempts for o in outcomes],
+                [o.status for o in outcomes],
+                [o.subject for o in outcomes],
+                [o.error for o in outcomes],
+                [o.retry_in_s for o in outcomes],
+                *(list(column) for column in zip(*events, strict=True)) if events else ([],) * 7,
+            )
+        return {r["id"] for r in rows}
+
+
+class _GroupWriter:
+    """Group commit: ``await write(outcome)`` joins the next write, which takes everything that arrived while the
+    previous one was under way (at most ``max_batch``): no added wait when idle, one round trip for many under
+    load. A batch that fails is written again one outcome at a time, so that one bad outcome fails alone; each
+    caller gets its own result or error (and retries as it sees fit)."""
+
+    def __init__(self, write: Callable[[list[_Outcome]], Awaitable[set[uuid.UUID]]], max_batch: int = 100) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._pending: list[tuple[_Outcome, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, outcome: _Outcome) -> bool:
+        """True if the outcome was written; False if its delivery was settled already (nothing written)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="delivery-outcomes")
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[_Outcome, asyncio.Future[bool]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                await self._settle(batch)
+        finally:  # cancelled (shutdown): nobody is left waiting for ever
+            for _, future in [*batch, *self._pending]:
+                future.cancel()
+            self._pending = []
+
+    async def _settle(self, batch: list[tuple[_Outcome, asyncio.Future[bool]]]) -> None:
+        try:
+            written = await self._write([outcome for outcome, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                for one in batch:
+                    await self._settle([one])
+                return
+            if not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return
+        for outcome, future in batch:
+            if not future.done():
+                future.set_result(outcome.delivery_id in written)
+
+
+class _Outcome(NamedTuple):
+    delivery_id: uuid.UUID
+    kind: str
+    """sent, temporary, permanent"""
+    attempts: int
+    status: str | None
+    """sent or failed; None: still pending, tried again in ``retry_in_s``"""
+    subject: str | None
+    error: str | None
+    retry_in_s: float
+    event: tuple[object, ...] | None
+    """The settled delivery's event: ``shared.outbox.outbox_row``."""
+
+
+_WRITE_OUTCOMES = f"""
+WITH f AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::float8[])
+                  AS f(id, attempts, status, subject, error, delay)),
+d AS (UPDATE deliveries SET
+          status = coalesce(f.status, deliveries.status),
+          attempts = f.attempts,
+          subject = coalesce(f.subject, deliveries.subject),
+          last_error = f.error,
+          sent_at = CASE WHEN f.status = 'sent' THEN now() ELSE deliveries.sent_at END,
+          failed_at = CASE WHEN f.status = 'failed' THEN now() ELSE deliveries.failed_at END,
+          sealed_context = CASE WHEN f.status IS NULL THEN deliveries.sealed_context END,
+          claimed_by = CASE WHEN f.status IS NULL THEN NULL ELSE deliveries.claimed_by END,
+          next_attempt_at = CASE WHEN f.status IS NULL THEN now() + make_interval(secs => f.delay)
+                                 ELSE deliveries.next_attempt_at END,
+          updated_at = now()
+      FROM f WHERE deliveries.id = f.id AND deliveries.status = 'pending'
+      RETURNING deliveries.id),
+e AS (SELECT * FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[])
+               WITH ORDINALITY AS e(delivery_id, {OUTBOX_COLUMNS}, ord)),
+o AS (INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {", ".join(f"e.{c.strip()}" for c in OUTBOX_COLUMNS.split(","))}
+      FROM e JOIN d ON d.id = e.delivery_id ORDER BY e.ord)
+SELECT id FROM d"""

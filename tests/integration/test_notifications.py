@@ -3,6 +3,7 @@ rejections recorded and announced, the .eml file backend, and what operators see
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import uuid
@@ -32,6 +33,14 @@ def welcome_command(to: str, seal_key: str, link: str = "http://portal.test/acti
 async def send(amqp, prefix: str, command: SendEmailV1) -> None:
     env = make_envelope(command, subject=command.account_id, sequence=1, producer="accounts", correlation_id="c-1")
     await publish_raw(amqp, f"{prefix}commands", env.routing_key, body(env))
+
+
+async def outcome_batches(system) -> tuple[float, float]:
+    """(outcomes, writes) so far: the sum and count of notifications' email_outcome_batch_rows histogram."""
+    async with aiohttp.ClientSession() as http:
+        metrics = await (await http.get(f"{system.urls['notifications']}/metrics")).text()
+    values = dict(line.split(" ") for line in metrics.splitlines() if line.startswith("email_outcome_batch_rows_"))
+    return float(values.get("email_outcome_batch_rows_sum", 0)), float(values.get("email_outcome_batch_rows_count", 0))
 
 
 def text_and_html(message) -> tuple[str, str]:
@@ -108,6 +117,45 @@ async def test_temporary_failures_that_never_clear_end_as_a_failed_delivery(
     assert failed["payload"]["permanent"] is False
     assert failed["payload"]["attempts"] == 3
     assert smtp.temporary_rejections == 3
+
+
+async def test_emails_that_finish_together_are_recorded_together_each_with_its_own_outcome_and_event(
+    system_factory, amqp, prefix, smtp, seal_key
+):
+    """The outcomes of emails that finish while another's is being written go in the next write, all in one
+    statement: each delivery still ends with its own status and attempts, and one event, once."""
+    members = [f"member{i}@example.com" for i in range(40)]
+    bounces = ["bounce1@example.com", "bounce2@example.com"]
+    smtp.behaviour.reject_recipients = set(bounces)
+    smtp.behaviour.temporary_failures = 3
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(smtp_port=smtp.port, send_retry_delays_s=[0.2, 0.2, 0.2, 0.2])
+    await system.start("notifications")
+    before = await outcome_batches(system)  # the metrics are the process's: other tests' systems count too
+    await asyncio.gather(*(send(amqp, prefix, welcome_command(to, seal_key)) for to in members + bounces))
+
+    def settled() -> tuple[list[dict], list[dict]] | None:
+        sent = recorder.of_type("notifications.email.sent.v1")
+        failed = recorder.of_type("notifications.email.failed.v1")
+        return (sent, failed) if len(sent) + len(failed) >= len(members) + len(bounces) else None
+
+    sent, failed = await wait_for(settled, timeout=20, what="every delivery's event")
+    assert all(len(smtp.to(to)) == 1 for to in members)
+    assert len({e["payload"]["delivery_id"] for e in sent}) == len(sent) == len(members)
+    assert sum(e["payload"]["attempts"] for e in sent) == len(members) + 3  # three tried once more
+    assert sorted(e["payload"]["permanent"] for e in failed) == [True, True]
+    db = system.runtime("notifications").db
+    rows = await db.fetch("SELECT to_email, status, attempts, sent_at, failed_at, last_error FROM deliveries")
+    by_address = {r["to_email"]: r for r in rows}
+    assert all(by_address[to]["status"] == "sent" and by_address[to]["sent_at"] for to in members)
+    assert all(by_address[to]["last_error"] is None for to in members)  # the temporary failures' errors cleared
+    assert all(by_address[to]["status"] == "failed" and "550" in by_address[to]["last_error"] for to in bounces)
+    assert await db.fetchval("SELECT count(*) FROM outbox") == len(members) + len(bounces)
+    after = await outcome_batches(system)
+    # every attempt's outcome written (42 settled, 3 to try again), in fewer statements than outcomes
+    outcomes, writes = after[0] - before[0], after[1] - before[1]
+    assert outcomes == len(members) + len(bounces) + 3
+    assert writes < outcomes
 
 
 async def test_without_smtp_the_email_is_written_as_an_eml_file(system_factory, amqp, prefix, seal_key, mail_dir):
