@@ -28,7 +28,7 @@ from bench.system import (
 
 RESULTS = ROOT / "bench" / "results"
 FIGURES = ROOT / "bench" / "figures"  # the published run (--publish), committed
-CPU_GROUPS = (*SERVICES, "ceiling", "postgres", "rabbitmq", "bench", "other", "machine")
+CPU_GROUPS = (*SERVICES, "ceiling", "postgres", "rabbitmq", "bench", "other", "steal", "machine")
 
 
 def git_state() -> dict[str, Any]:
@@ -210,7 +210,7 @@ def render(result: dict[str, Any]) -> str:
         + ", ".join(f"{s['offered_per_s']:g}/s: {s['smtp_max_open_transactions']}" for s in result["welcome"]),
         "",
         "CPU, % of one core during each measured window (machine = all processes; "
-        + f"{100 * result['machine']['nproc']}% = every core busy)",
+        + f"{100 * result['machine']['nproc']}% = every core busy; steal = taken by the hypervisor, not this VM's)",
         f"  {'phase':<14}" + "".join(f"{g[:9]:>10}" for g in CPU_GROUPS),
     ]
     for phase, cpu in result["cpu"].items():
@@ -247,6 +247,13 @@ def render(result: dict[str, Any]) -> str:
             "  WARNING: other processes used CPU during "
             + ", ".join(f"{p} ({v:.0f}%)" for p, v in busy.items())
             + ": those numbers are disturbed; run again on a quiet machine"
+        )
+    stolen = {phase: cpu.get("steal", 0.0) for phase, cpu in result["cpu"].items() if cpu.get("steal", 0.0) >= 10}
+    if stolen:
+        lines.append(
+            "  WARNING: the hypervisor took CPU from this VM during "
+            + ", ".join(f"{p} ({v:.0f}% of one core)" for p, v in stolen.items())
+            + ": those numbers are disturbed by the host, not by this code"
         )
     lines += ["", "Memory, RSS MiB (sampled every 0.5 s)", f"  {'service':<15}{'idle':>8}{'peak':>8}"]
     for name in SERVICES:

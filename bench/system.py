@@ -173,16 +173,22 @@ def cpu_by_group(service_pids: dict[str, int], db_marker: str) -> dict[str, floa
     out["postgres"] = pg
     out["rabbitmq"] = rabbit
     out["bench"] = cpu_seconds(os.getpid())
-    out["machine"] = machine_busy_seconds()
+    out["machine"], out["steal"] = _machine_seconds()
     return out
 
 
 def machine_busy_seconds() -> float:
     """CPU seconds every core has spent busy (user, nice, system, irq, softirq, steal) since boot."""
+    return _machine_seconds()[0]
+
+
+def _machine_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of every core since boot: steal is the time the hypervisor ran something else
+    while this VM wanted its cores (counted in busy: the work waited for it)."""
     with open("/proc/stat") as f:
         fields = f.readline().split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK, steal / CLK_TCK
 
 
 class Sampler:
