@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -40,7 +40,8 @@ _CHANNEL_PARTS = (
     "write_queue",
     "max_content_size",
     "lock",
-    "create_future",
+    "closing",
+    "is_closed",
     "_raise_on_channel_close",
 )
 
@@ -65,14 +66,6 @@ class Outgoing:
     message_id: str
     headers: dict[str, Any] | None = None
     correlation_id: str | None = None
-
-
-def _forgetter(channel: Any, message_id: str, tag: int) -> Callable[[asyncio.Future[Any]], None]:
-    def forget(_: asyncio.Future[Any]) -> None:  # as aiormq does once a publish is settled
-        if channel.message_id_delivery_tag.get(message_id) == tag:
-            channel.message_id_delivery_tag.pop(message_id)
-
-    return forget
 
 
 def _shortstr(value: str) -> bytes:
@@ -294,12 +287,26 @@ class Broker:
                 errors[i] = exc
         if not frames:
             return errors
+        # each confirm a plain future that aiormq settles (ack, nack, return); one callback each counts them down,
+        # instead of the five event-loop callbacks of aiormq's own futures (its future store, twice, the exception
+        # reader, the forgetting of the message id); a channel that closes meanwhile is watched once for the round
+        loop = asyncio.get_running_loop()
+        all_settled = loop.create_future()
+        unsettled = len(frames)
+
+        def settled(_: asyncio.Future[Any]) -> None:
+            nonlocal unsettled
+            unsettled -= 1
+            if unsettled == 0 and not all_settled.done():
+                all_settled.set_result(None)
+
         registered: list[tuple[int, int, str, asyncio.Future[Any]]] = []  # (message, tag, message id, confirm)
         async with channel._raise_on_channel_close(), asyncio.timeout(self.publish_timeout_s), channel.lock:
             for i, _ in frames:
                 channel.delivery_tag += 1
                 tag, message_id = channel.delivery_tag, messages[i].message_id
-                confirmation = channel.create_future()
+                confirmation = loop.create_future()
+                confirmation.add_done_callback(settled)
                 channel.confirmations[tag] = confirmation
                 channel.message_id_delivery_tag[message_id] = tag
                 registered.append((i, tag, message_id, confirmation))
@@ -314,14 +321,27 @@ class Broker:
                     confirmation.cancel()
                 channel.delivery_tag -= len(registered)
                 raise
-            for _, tag, message_id, confirmation in registered:
-                confirmation.add_done_callback(_forgetter(channel, message_id, tag))
-        # every confirm, or the deadline (a confirm that comes later is logged by aiormq, and the message kept)
-        await asyncio.wait([confirmation for *_, confirmation in registered], timeout=self.publish_timeout_s)
-        for i, _, _, confirmation in registered:
+        # every confirm, the channel's closing, or the deadline (a confirm that comes later is logged by aiormq)
+        closing = channel.closing
+        try:
+            await asyncio.wait(
+                [all_settled, closing], timeout=self.publish_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            reason = closing.exception() if closing.done() and not closing.cancelled() else None
+        finally:
+            closing.cancel()  # the observer only: detaches it from the channel
+        if not isinstance(reason, Exception):
+            reason = ConnectionError("the publishing channel closed before the broker confirmed")
+        for i, tag, message_id, confirmation in registered:
+            if channel.message_id_delivery_tag.get(message_id) == tag:  # as aiormq does once a publish is settled
+                channel.message_id_delivery_tag.pop(message_id)
             if not confirmation.done():
                 confirmation.cancel()
-                errors[i] = TimeoutError(f"not confirmed within {self.publish_timeout_s}s")
+                if channel.is_closed:  # why, as aiormq tells its own futures
+                    channel.confirmations.pop(tag, None)
+                    errors[i] = reason
+                else:
+                    errors[i] = TimeoutError(f"not confirmed within {self.publish_timeout_s}s")
             elif confirmation.cancelled():
                 errors[i] = ConnectionError("the publishing channel closed before the broker confirmed")
             else:

@@ -5,6 +5,7 @@ the DLQ after a bounded number of attempts, and broker or database outages lose 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import aio_pika
@@ -784,9 +785,30 @@ async def test_the_broker_publishes_what_consumers_read_and_refuses_what_no_queu
             None,
         ]
 
-        await wait_for(lambda: len(recorder.messages) == 56, what="every confirmed message at the recorder")
+        # an exchange that does not exist: RabbitMQ closes the channel, and what it had not confirmed fails at once
+        # (not after the publish timeout); the channel is opened again for the next publish
+        gone = [
+            Outgoing("events", "test.gone.v1", b"{}", "g0"),
+            Outgoing("no-such-exchange", "test.gone.v1", b"{}", "g1"),
+            Outgoing("events", "test.gone.v1", b"{}", "g2"),
+        ]
+        started = time.monotonic()
+        errors = await broker.publish_many(gone)
+        assert time.monotonic() - started < 4  # the publish timeout is 5 s
+        assert [type(e) for e in errors[1:]] == [aiormq.exceptions.ChannelNotFoundEntity] * 2  # RabbitMQ's 404
+
+        async def published_again() -> bool:
+            try:
+                await broker.publish(exchange="events", routing_key="test.again.v1", body=b"{}", message_id="again")
+            except aiormq.exceptions.ChannelInvalidStateError:  # not open again yet
+                return False
+            return True
+
+        await wait_for(published_again, what="a publish on the reopened channel")
+
+        await wait_for(lambda: "again" in {m.message_id for m in recorder.messages}, what="the publish after the close")
         by_id = {m.message_id: m for m in recorder.messages}
-        assert set(by_id) == {*ids, "big", "after", "m0", "m1", "m3", "m5"}
+        assert set(by_id) - {"g0"} == {*ids, "big", "after", "m0", "m1", "m3", "m5", "again"}
         for n, message_id in enumerate(ids):
             m = by_id[message_id]
             assert orjson.loads(m.body)["n"] == n and m.headers["n"] == n and m.content_type == "application/json"
