@@ -82,7 +82,11 @@ async def soak(args: argparse.Namespace) -> int:
             while True:
                 await asyncio.sleep(10)
                 elapsed = time.perf_counter() - t0
-                point = {"t_s": round(elapsed), "created": len(created), "emails": len(smtp.accepted)}
+                point: dict[str, float | None] = {
+                    "t_s": round(elapsed),
+                    "created": len(created),
+                    "emails": len(smtp.accepted),
+                }
                 point.update(rss_all(system))
                 timeline.append(point)
                 print(f"  {point}", flush=True)

@@ -298,7 +298,9 @@ async def describe_machine() -> dict[str, Any]:
     try:
         connection = await aio_pika.connect(AMQP_URL, timeout=5)
         try:
-            version = connection.transport.connection.server_properties.get("version")
+            transport = connection.transport
+            assert transport is not None  # connected
+            version = transport.connection.server_properties.get("version")
             info["rabbitmq"] = version.decode() if isinstance(version, bytes) else str(version)
         finally:
             await connection.close()
