@@ -241,20 +241,17 @@ def render(result: dict[str, Any]) -> str:
                 for k, v in (s.get("mean_batch") or {}).items()
             }
             lines.append(f"    {s['offered_per_s']:g}/s: " + ", ".join(f"{k} {v:g}" for k, v in short.items()))
-    busy = {phase: cpu.get("other", 0.0) for phase, cpu in result["cpu"].items() if cpu.get("other", 0.0) >= 20}
-    if busy:
-        lines.append(
-            "  WARNING: other processes used CPU during "
-            + ", ".join(f"{p} ({v:.0f}%)" for p, v in busy.items())
-            + ": those numbers are disturbed; run again on a quiet machine"
-        )
-    stolen = {phase: cpu.get("steal", 0.0) for phase, cpu in result["cpu"].items() if cpu.get("steal", 0.0) >= 10}
-    if stolen:
-        lines.append(
-            "  WARNING: the hypervisor took CPU from this VM during "
-            + ", ".join(f"{p} ({v:.0f}% of one core)" for p, v in stolen.items())
-            + ": those numbers are disturbed by the host, not by this code"
-        )
+    for group, floor, who, why in (
+        ("other", 20, "other processes used CPU", "run again on a quiet machine"),
+        ("steal", 10, "the hypervisor took CPU from this VM", "the host took it, not this code"),
+    ):
+        hit = {phase: cpu.get(group, 0.0) for phase, cpu in result["cpu"].items() if cpu.get(group, 0.0) >= floor}
+        if hit:
+            lines.append(
+                f"  WARNING: {who} during "
+                + ", ".join(f"{p} ({v:.0f}% of one core)" for p, v in hit.items())
+                + f": those numbers are disturbed; {why}"
+            )
     lines += ["", "Memory, RSS MiB (sampled every 0.5 s)", f"  {'service':<15}{'idle':>8}{'peak':>8}"]
     for name in SERVICES:
         m = result["memory"]
