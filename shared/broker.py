@@ -327,25 +327,25 @@ class Broker:
             await asyncio.wait(
                 [all_settled, closing], timeout=self.publish_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
-            reason = closing.exception() if closing.done() and not closing.cancelled() else None
+            closed = closing.exception() if closing.done() and not closing.cancelled() else None
         finally:
             closing.cancel()  # the observer only: detaches it from the channel
-        if not isinstance(reason, Exception):
-            reason = ConnectionError("the publishing channel closed before the broker confirmed")
         for i, tag, message_id, confirmation in registered:
             if channel.message_id_delivery_tag.get(message_id) == tag:  # as aiormq does once a publish is settled
                 channel.message_id_delivery_tag.pop(message_id)
-            if not confirmation.done():
-                confirmation.cancel()
-                if channel.is_closed:  # why, as aiormq tells its own futures
-                    channel.confirmations.pop(tag, None)
-                    errors[i] = reason
-                else:
-                    errors[i] = TimeoutError(f"not confirmed within {self.publish_timeout_s}s")
-            elif confirmation.cancelled():
-                errors[i] = ConnectionError("the publishing channel closed before the broker confirmed")
-            else:
+            if confirmation.done():  # acked (None), or nacked or returned (aiormq's error)
                 errors[i] = confirmation.exception()
+                continue
+            confirmation.cancel()
+            if channel.is_closed:  # why, as aiormq tells its own futures
+                channel.confirmations.pop(tag, None)
+                errors[i] = (
+                    closed
+                    if isinstance(closed, Exception)
+                    else ConnectionError("the publishing channel closed before the broker confirmed")
+                )
+            else:
+                errors[i] = TimeoutError(f"not confirmed within {self.publish_timeout_s}s")
         return errors
 
     async def _basic_publish(self, channel: Any, m: Outgoing) -> None:  # pragma: no cover  (see publish_many)
