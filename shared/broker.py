@@ -263,7 +263,8 @@ class Broker:
         # what aiormq's Channel.basic_publish(mandatory=True, wait=False) does for each message, with the frames
         # built here (publish_frames: the same bytes, compared in tests/unit/test_amqp_frames.py) instead of through
         # pamqp's generic objects (~28 us a message, 5 here), and one write to the socket for them all instead of one
-        # each (a system call, and a task, per message). Confirms, returns, nacks and a closed channel are aiormq's.
+        # each (a system call, and a task, per message). Confirms, returns and nacks are aiormq's; a closed channel is
+        # watched below.
         errors: list[BaseException | None] = [None] * len(messages)
         frames: list[tuple[int, bytes]] = []
         for i, m in enumerate(messages):

@@ -325,7 +325,6 @@ class Dispatcher:
         round trip for all the emails that finished while the previous write was under way). Returns the ids of
         the deliveries it changed: one settled meanwhile (by another replica whose lease had taken over) is left
         as it is, and its event is not written."""
-        EMAIL_OUTCOME_BATCH.observe(len(outcomes))
         events = [(o.delivery_id, *o.event) for o in outcomes if o.event is not None]
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
@@ -338,6 +337,7 @@ class Dispatcher:
                 [o.retry_in_s for o in outcomes],
                 *(list(column) for column in zip(*events, strict=True)) if events else ([],) * 7,
             )
+        EMAIL_OUTCOME_BATCH.observe(len(outcomes))  # written: a failed write, tried again one by one, is not
         return {r["id"] for r in rows}
 
 
