@@ -8,7 +8,11 @@ A crash between the broker's confirm and the mark republishes the row once its l
 inbox absorbs (at-least-once). A round cut short without a crash (the claim's reply or the mark lost with the
 database connection) leaves its rows marked with this relay's id, and its next round takes them again at once
 (a row whose publish had failed in that round is then tried again without its backoff: the mark that would have
-set it is what was lost)."""
+set it is what was lost).
+
+Under load the mark waits for the next round, which comes within ``min_round_interval_s``, and goes in the same
+statement as its claim: one statement a round instead of two. A round is followed by another at once when a commit
+woke the relay while it published, or when it took a full batch; a round with nothing after it marks at once."""
 
 from __future__ import annotations
 
@@ -103,6 +107,35 @@ def backoff_s(attempts: int) -> float:
     return float(min(2 ** min(attempts, 6), 60))
 
 
+_CLAIM_SQL = """UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2), claimed_by = $3
+               WHERE id IN (SELECT id FROM outbox
+                            WHERE published_at IS NULL AND (next_attempt_at <= now() OR claimed_by = $3){unmarked}
+                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING id, event_id, exchange, routing_key, body, correlation_id, traceparent, attempts"""
+
+_MARK_SQL = """UPDATE outbox o SET published_at = CASE WHEN f.error IS NULL THEN now() END, claimed_by = NULL,
+                      attempts = o.attempts + (f.error IS NOT NULL)::int,
+                      last_error = coalesce(left(f.error, 1000), o.last_error),
+                      next_attempt_at = CASE WHEN f.error IS NULL THEN o.next_attempt_at
+                                             ELSE now() + make_interval(secs => f.delay) END
+               FROM unnest(${ids}::bigint[], ${errors}::text[], ${delays}::float8[]) AS f(id, error, delay)
+               WHERE o.id = f.id"""
+
+_CLAIM = _CLAIM_SQL.format(unmarked="")
+"""Claim up to $1 due rows (and this relay's own unfinished ones) for $2 seconds as relay $3."""
+_MARK = _MARK_SQL.replace("${ids}", "$1").replace("${errors}", "$2").replace("${delays}", "$3")
+"""Mark a round's rows: $1 ids, $2 errors (NULL: confirmed, now published), $3 seconds until a failed one is due."""
+_MARK_AND_CLAIM = (
+    "WITH marked AS ("
+    + _MARK_SQL.replace("${ids}", "$4").replace("${errors}", "$5").replace("${delays}", "$6")
+    + " RETURNING o.id) "
+    + _CLAIM_SQL.format(unmarked=" AND id <> ALL($4::bigint[])")
+)
+"""The last round's mark ($4-$6) and this round's claim, one statement. The claim sees the rows as they were before
+the mark (one snapshot) and so leaves the marked rows out itself: still claimed by this relay, it would take them
+again."""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -145,6 +178,8 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._last_cleanup = 0.0
+        self._unmarked: tuple[list[int], list[str | None], list[float]] | None = None
+        """The marks of the last round when it left them to the next round's claim: ids, errors, backoffs."""
 
     def start(self) -> None:
         if self.signal is not None:
@@ -168,6 +203,8 @@ class OutboxRelay:
         if self.broker.connected:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay_once(), timeout=5)
+        with contextlib.suppress(Exception):  # not written: the rows come back when their lease ends
+            await asyncio.wait_for(self.flush_marks(), timeout=5)
         await self._close_listener()
 
     async def _close_listener(self) -> None:
@@ -203,7 +240,7 @@ class OutboxRelay:
             self._wake.clear()
             last_round = time.monotonic()
             try:
-                published = await self.relay_once()
+                published = await self.relay_once(defer_mark=True)
                 if time.monotonic() - self._last_cleanup > 600:
                     await self.cleanup()
             except DATABASE_ERRORS as exc:
@@ -214,23 +251,25 @@ class OutboxRelay:
                 log.exception("outbox relay round failed unexpectedly")
                 published = 0
                 await asyncio.sleep(1.0)
-            if published >= self.batch_size:
-                continue  # more may be waiting
+            if published >= self.batch_size or self._unmarked is not None:
+                continue  # more may be waiting, or the marks wait for the next round
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
 
-    async def relay_once(self) -> int:
-        """Publish one batch of due rows. Returns how many were published."""
+    async def relay_once(self, *, defer_mark: bool = False) -> int:
+        """Publish one batch of due rows. Returns how many were published. The marks an earlier round left (see
+        ``defer_mark``) are written by this round's claim, in the same statement. With ``defer_mark``, this round's
+        own mark is left to the next round when one is bound to follow anyway (a wake-up came meanwhile, or a full
+        batch was published); only the relay's loop asks for it, which runs the next round while marks wait."""
+        pending = self._unmarked
         rows = await self.pool.fetch(
-            """UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2), claimed_by = $3
-               WHERE id IN (SELECT id FROM outbox
-                            WHERE published_at IS NULL AND (next_attempt_at <= now() OR claimed_by = $3)
-                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-               RETURNING id, event_id, exchange, routing_key, body, correlation_id, traceparent, attempts""",
+            _CLAIM if pending is None else _MARK_AND_CLAIM,
             self.batch_size,
             self.lease_s,
             self.relay_id,
+            *(() if pending is None else pending),
         )
+        self._unmarked = None  # written with the claim
         if not rows:
             return 0
         rows = sorted(rows, key=lambda r: r["id"])  # RETURNING keeps no order: publish in commit order
@@ -261,23 +300,25 @@ class OutboxRelay:
                 OUTBOX_PUBLISHED.labels(routing_key=r["routing_key"]).inc()
         if failed:
             log.warning("outbox publish failed", extra={"count": len(failed), "error": failed[0][1][:300]})
-        # the confirmed rows are marked whatever happens to the failures' bookkeeping (else they would be published
-        # again when their lease ends); the write is retried while the lease runs (the database away for a moment),
-        # and if it still fails the lease brings the rows back (the inbox absorbs the second copy)
-        await self._retrying(
-            self.pool.execute,
-            """UPDATE outbox o SET published_at = CASE WHEN f.error IS NULL THEN now() END, claimed_by = NULL,
-                      attempts = o.attempts + (f.error IS NOT NULL)::int,
-                      last_error = coalesce(left(f.error, 1000), o.last_error),
-                      next_attempt_at = CASE WHEN f.error IS NULL THEN o.next_attempt_at
-                                             ELSE now() + make_interval(secs => f.delay) END
-               FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)
-               WHERE o.id = f.id""",
+        marks = (
             [*ok, *(f[0] for f in failed)],
             [*([None] * len(ok)), *(f[1] for f in failed)],
             [*([0.0] * len(ok)), *(f[2] for f in failed)],
         )
+        if defer_mark and (self._wake.is_set() or len(ok) >= self.batch_size):
+            self._unmarked = marks
+            return len(ok)
+        # the confirmed rows are marked whatever happens to the failures' bookkeeping (else they would be published
+        # again when their lease ends); the write is retried while the lease runs (the database away for a moment),
+        # and if it still fails the lease brings the rows back (the inbox absorbs the second copy)
+        await self._retrying(self.pool.execute, _MARK, *marks)
         return len(ok)
+
+    async def flush_marks(self) -> None:
+        """Write the marks a round left for the next one, when no round is coming (the relay stopping)."""
+        if self._unmarked is not None:
+            await self._retrying(self.pool.execute, _MARK, *self._unmarked)
+            self._unmarked = None
 
     async def _retrying(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """``fn(*args)``, tried again on database errors until half the lease has passed."""

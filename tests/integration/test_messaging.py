@@ -525,6 +525,71 @@ async def test_rows_a_relay_claimed_in_a_round_it_could_not_finish_are_its_own_t
     assert await db.fetchval("SELECT published_at FROM outbox WHERE event_id = $1", theirs.event_id) is None
 
 
+async def test_under_load_a_round_leaves_its_mark_to_the_next_rounds_claim_and_no_row_goes_out_twice(
+    system_factory, amqp, prefix
+):
+    """When a commit wakes the relay while it publishes, another round follows at once: the round leaves its mark
+    to that round, whose claim writes it in the same statement (one statement a round instead of two). The rows
+    waiting for their mark are not claimed again; a round with nothing after it marks at once; and marks left when
+    no round follows (the relay stopping) are written by ``flush_marks``."""
+    recorder = await EventRecorder(amqp, prefix).start()
+    system = system_factory(relay_enabled=False)  # this test runs the rounds itself
+    await system.start("customers")
+    relay = system.runtime("customers").relay
+    assert relay is not None
+    db = system.runtime("customers").db
+    from shared.outbox import OUTBOX_COLUMNS, outbox_row
+
+    async def add(name: str):
+        envelope = customer_created(f"{name}@example.com")
+        await db.execute(
+            f"INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)", *outbox_row(envelope, "events")
+        )
+        return envelope
+
+    async def state(envelope) -> tuple[bool, bool]:
+        row = await db.fetchrow("SELECT published_at, claimed_by FROM outbox WHERE event_id = $1", envelope.event_id)
+        return row["published_at"] is not None, row["claimed_by"] == relay.relay_id
+
+    async def round_(woken: bool) -> int:
+        relay._wake.clear()  # as the relay's loop does before a round
+        if woken:
+            relay._wake.set()  # as a commit during the round does
+        return await relay.relay_once(defer_mark=True)
+
+    first = await add("first")
+    assert await round_(woken=True) == 1
+    assert await state(first) == (False, True)  # published, its mark waiting for the next round
+
+    second = await add("second")
+    assert await round_(woken=True) == 1  # the second row only: the first is not taken again
+    assert await state(first) == (True, False)  # marked by this round's claim
+    assert await state(second) == (False, True)
+
+    third = await add("third")
+    assert await round_(woken=False) == 1  # nothing after it: it marks at once
+    assert await state(second) == (True, False)
+    assert await state(third) == (True, False)
+
+    fourth = await add("fourth")
+    assert await round_(woken=True) == 1
+    assert await state(fourth) == (False, True)
+    await relay.flush_marks()
+    assert await state(fourth) == (True, False)
+
+    events = await wait_for(
+        lambda: len(recorder.of_type("customers.customer.created.v1")) >= 4
+        and recorder.of_type("customers.customer.created.v1"),
+        what="the four events",
+    )
+    await asyncio.sleep(0.3)  # a late second copy would arrive by now
+    assert [e["event_id"] for e in recorder.of_type("customers.customer.created.v1")] == [
+        str(e.event_id) for e in (first, second, third, fourth)
+    ]
+    assert len(events) == 4
+    assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL OR claimed_by IS NOT NULL") == 0
+
+
 async def test_a_message_with_a_foreign_attempt_header_is_still_handled(system_factory, amqp, prefix):
     system = system_factory()
     await system.start("accounts")
