@@ -15,9 +15,9 @@ BEGIN, inbox, COMMIT) is shared. If anything in a batch fails, the batch is roll
 messages is handled alone, so one bad message never decides the fate of another.
 
 Statement handlers (:class:`Statement`: the whole effect as one SQL statement that also inserts the inbox row)
-need no transaction: a message alone, or a batch smaller than ``STATEMENTS_TOGETHER``, is one round trip per
-message; a larger batch is one transaction whose statements travel together (asyncpg's pipelined
-``executemany``), four round trips whatever its size.
+need no transaction: a batch of them travels as one pipeline (asyncpg's ``fetchmany``, its statements sent
+together and committed together, one round trip whatever its size), a run of consecutive messages with the same
+statement at a time. If a run fails it is rolled back as a whole and each of its messages is handled alone.
 """
 
 from __future__ import annotations
@@ -87,11 +87,6 @@ class Handler:
         if (self.fn is None) == (self.statement is None):
             raise TypeError("a handler has either fn or statement")
 
-
-STATEMENTS_TOGETHER = 4
-"""A batch of this many statement handlers or more runs in one transaction (BEGIN, one inbox insert, their
-statements pipelined in one round trip, COMMIT: four round trips); a smaller one runs each message as a statement
-of its own (a round trip each)."""
 
 _INBOX_INSERT = "INSERT INTO inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING event_id"
 _INBOX_DONE = "SELECT $2::uuid AS event_id, $1::text AS consumer"  # in a transaction that inserted it already
@@ -262,8 +257,8 @@ class Consumer:
                 settled.set_result(None)
             else:
                 parsed.append((p, settled))
-        if parsed and len(parsed) < STATEMENTS_TOGETHER and all(p.handler.statement is not None for p, _ in parsed):
-            await self._settle_statements(parsed)  # a round trip each, no transaction
+        if parsed and all(p.handler.statement is not None for p, _ in parsed):
+            await self._settle_statements(parsed)  # one pipeline, no transaction
             return
         if len(parsed) > 1:
             try:
@@ -342,29 +337,50 @@ class Consumer:
                 await p.handler.fn(conn, p.envelope, p.event)
 
     async def _run_statements(self, batch: list[_Parsed]) -> list[bool | None]:
-        """Each message of a batch of statement handlers as one statement of its own, with its inbox insert, no
-        transaction: per message whether it was new, or None when its statement failed or never ran (it is then
-        handled alone, where a failure is retried or dead-lettered as usual; nothing of it was written). What ran
-        before a failure of the pool (no connection, an error on release) keeps its outcome."""
-        out: list[bool | None] = []
+        """A batch of statement handlers, each message one statement with its inbox insert, no transaction: each run
+        of consecutive messages with the same statement goes in one pipeline (``fetchmany``: one round trip, one
+        commit, all or nothing). Per message whether it was new, or None when its run failed or never ran (its
+        messages are then handled alone, where a failure is retried or dead-lettered as usual; nothing of them was
+        written). The runs that went through before a failure keep their outcomes."""
+        out: list[bool | None] = [None] * len(batch)
+        calls: list[tuple[int, str, tuple[Any, ...]]] = []  # (index in the batch, SQL, arguments)
+        for i, p in enumerate(batch):
+            assert p.handler.statement is not None
+            try:
+                with self._handling(p):
+                    st = p.handler.statement(p.envelope, p.event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # handled alone, where it fails again and is retried or dead-lettered
+                log.info(
+                    "statement failed, handling the message alone",
+                    extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                continue
+            calls.append((i, statement_sql(st, inbox=True), (self.queue_name, p.envelope.event_id, *st.args)))
         try:
             async with self.pool.acquire() as conn:
-                for p in batch:
-                    assert p.handler.statement is not None
+                for sql, run in itertools.groupby(calls, key=lambda c: c[1]):
+                    run_ = list(run)
                     try:
-                        with self._handling(p):
-                            st = p.handler.statement(p.envelope, p.event)
-                            sql = statement_sql(st, inbox=True)
-                            fresh = await conn.fetchval(sql, self.queue_name, p.envelope.event_id, *st.args)
-                        out.append(bool(fresh))
+                        if len(run_) == 1:
+                            fresh = [await conn.fetchval(sql, *run_[0][2])]
+                        else:
+                            fresh = [r[0] for r in await conn.fetchmany(sql, [args for _, _, args in run_])]
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
                         log.info(
-                            "statement failed, handling the message alone",
-                            extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
+                            "statements failed, handling their messages alone",
+                            extra={
+                                "queue": self.queue_name,
+                                "size": len(run_),
+                                "error": f"{type(exc).__name__}: {exc}",
+                            },
                         )
-                        out.append(None)
+                        continue
+                    for (i, _, _), f in zip(run_, fresh, strict=True):
+                        out[i] = bool(f)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -372,7 +388,7 @@ class Consumer:
                 "statements failed, handling the rest alone",
                 extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
             )
-        return out + [None] * (len(batch) - len(out))
+        return out
 
     async def _handle_together(self, batch: list[_Parsed]) -> list[bool]:
         """One transaction for the batch: one inbox insert for all, then each new message's handler. Returns, per

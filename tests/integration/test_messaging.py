@@ -578,8 +578,10 @@ async def test_under_load_a_round_leaves_its_mark_to_the_next_rounds_claim_and_n
     assert await state(fourth) == (True, False)
 
     events = await wait_for(
-        lambda: len(recorder.of_type("customers.customer.created.v1")) >= 4
-        and recorder.of_type("customers.customer.created.v1"),
+        lambda: (
+            len(recorder.of_type("customers.customer.created.v1")) >= 4
+            and recorder.of_type("customers.customer.created.v1")
+        ),
         what="the four events",
     )
     await asyncio.sleep(0.3)  # a late second copy would arrive by now
@@ -790,6 +792,69 @@ async def test_one_statement_handlers_record_each_request_once_and_dead_letter_o
     await wait_for(lambda: keys_are(keys, [f"stmt{i:02}" for i in range(16)]), what="one delivery per request key")
     await system.stop("notifications")
     assert await queue_depth(amqp, f"{prefix}{queue}") == 0  # nothing was left unacknowledged
+
+
+async def test_statement_handlers_waiting_together_commit_in_one_pipeline_and_one_the_database_refuses_fails_alone(
+    system_factory, amqp, prefix
+):
+    """notifications' email requests are statement handlers: a batch of them goes to the database as one pipeline
+    (one round trip, one commit). Here the database refuses one request (a trigger, as a constraint would): its
+    pipeline is rolled back as a whole, every other request of it is then handled alone and delivered once, and
+    only the refused one is retried and ends in the dead-letter queue with the database's error."""
+    from shared.topology import Topology
+
+    channel = await amqp.channel()
+    await Topology(prefix, (100, 200, 400)).declare(channel)
+    await channel.close()
+    queue = "notifications.send-email"
+    system = system_factory(consumer_workers=1)
+    await system.start("notifications")  # its database, migrated
+    await system.stop("notifications")
+    db = await asyncpg.connect(system.databases["notifications"])
+    try:
+        await db.execute(
+            """CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                   IF NEW.request_key = 'pipe-refused' THEN RAISE EXCEPTION 'refused by the test trigger'; END IF;
+                   RETURN NEW;
+               END $$;
+               CREATE TRIGGER refuse_one BEFORE INSERT ON deliveries FOR EACH ROW EXECUTE FUNCTION refuse_one();"""
+        )
+    finally:
+        await db.close()
+
+    def request(key: str):
+        return make_envelope(
+            SendEmailV1(request_key=key, template="welcome", to_email=f"{key}@example.com", to_name=key),
+            subject="x",
+            sequence=1,
+            producer="accounts",
+        )
+
+    good = [request(f"pipe{i:02}") for i in range(12)]
+    refused = request("pipe-refused")
+    for envelope in [*good[:5], refused, *good[5:]]:
+        await publish_raw(amqp, f"{prefix}commands", envelope.routing_key, body(envelope), str(envelope.event_id))
+    batches_before, messages_before = batch_histogram(queue)
+    await system.start("notifications")
+
+    async def keys() -> list[str]:
+        rows = await system.runtime("notifications").db.fetch("SELECT request_key FROM deliveries")
+        return sorted(r["request_key"] for r in rows)
+
+    await wait_for(lambda: keys_are(keys, [f"pipe{i:02}" for i in range(12)]), what="one delivery per good request")
+    [dead] = await wait_for(lambda: drain(amqp, f"{prefix}{queue}.dlq"), what="the refused request dead-lettered")
+    assert orjson.loads(dead.body)["event_id"] == str(refused.event_id)
+    assert "refused by the test trigger" in dead.headers["x-dead-letter-reason"]
+    batches, messages = batch_histogram(queue)
+    assert batches - batches_before < messages - messages_before, "some requests went to the database together"
+
+    async def queue_empty() -> bool:
+        return await queue_depth(amqp, f"{prefix}{queue}") == 0
+
+    await wait_for(queue_empty, what="the queue to be empty")
+    assert await keys() == [f"pipe{i:02}" for i in range(12)]
+    assert await count(system, "notifications", "SELECT count(*) FROM inbox") == 12
 
 
 async def keys_are(read, expected) -> bool:
