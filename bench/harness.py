@@ -72,8 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="measure each welcome rate this many times in a row (default 1): a saturated machine varies run to "
-        "run, so compare ranges; a rate counts as sustained only if every run of it is",
+        help="measure each welcome rate this many times in a row, and the read and write phases this many rounds "
+        "of ceiling, service, service, ceiling (default 1): a busy machine varies run to run, so compare ranges; a "
+        "rate counts as sustained only if every run of it is; each round's ratio is printed",
     )
     p.add_argument("--seed", type=int, default=500, help="customers created for the read phase (default 500)")
     p.add_argument(
@@ -139,7 +140,9 @@ def render(result: dict[str, Any]) -> str:
         "note: the load generator and the SMTP server (one Python process) share these cores with everything measured",
         "",
         f"HTTP, closed loop: {cfg['concurrency']} clients, {cfg['duration_s']:g} s each, in two halves in ABBA order "
-        f"(ceiling, service, service, ceiling; {cfg['warmup_s']:g} s warm-up each); {cfg['seed']} customers to read",
+        f"(ceiling, service, service, ceiling; {cfg['warmup_s']:g} s warm-up each)"
+        + (f", {cfg['repeat']} rounds of it" if cfg.get("repeat", 1) > 1 else "")
+        + f"; {cfg['seed']} customers to read",
         f"  {'phase':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}",
     ]
     rows = (
@@ -163,6 +166,10 @@ def render(result: dict[str, Any]) -> str:
                 else ""
             )
         )
+        rounds = result.get(f"{key}_rounds") or []
+        if ratio and len(rounds) > 1:
+            each = ", ".join(f"{r['ratio']:.0%}" for r in rounds if r["ratio"] is not None)
+            lines.append(f"  {'':<30}each round (ceiling, service, service, ceiling): {each}")
     lines.append(
         "  ceiling: bench/ceiling.py, bare aiohttp + asyncpg on the same database (same row; same insert + outbox row"
     )
@@ -316,13 +323,24 @@ async def run(args: argparse.Namespace) -> int:
             return res
 
         async def abba(kind: str, run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-            """(ceiling, service) results of ``run(ceiling=...)``, measured ceiling, service, service, ceiling."""
+            """(ceiling, service) results of ``run(ceiling=...)``, measured ceiling, service, service, ceiling, as
+            many times as ``--repeat`` says: the results merge every round; each round's ratio is kept as well
+            (``<kind>_rounds``), since a busy machine moves it from round to round."""
             parts: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-            for i, ceiling in enumerate((True, False, False, True)):
-                name = "ceiling" if ceiling else "customers"
-                if i == 3 and kind == "write":  # not while the service still publishes what it wrote
-                    await load.settle(system, settle_limit, only_outbox_of=("customers",))
-                parts[ceiling].append(await profiled(run(ceiling=ceiling), name, f"{kind}-{len(parts[ceiling])}"))
+            rounds = []
+            for _ in range(args.repeat):
+                these: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+                for i, ceiling in enumerate((True, False, False, True)):
+                    name = "ceiling" if ceiling else "customers"
+                    if i == 3 and kind == "write":  # not while the service still publishes what it wrote
+                        await load.settle(system, settle_limit, only_outbox_of=("customers",))
+                    tag = f"{kind}-{len(parts[ceiling])}"
+                    part = await profiled(run(ceiling=ceiling), name, tag)
+                    parts[ceiling].append(part)
+                    these[ceiling].append(part)
+                top, svc = load.merge(these[True]), load.merge(these[False])
+                rounds.append({"ceiling_rps": top["rps"], "rps": svc["rps"], "ratio": ratio_of(svc, top)})
+            result[f"{kind}_rounds"] = rounds
             return load.merge(parts[True]), load.merge(parts[False])
 
         if "read" in args.phases:
@@ -425,6 +443,11 @@ async def run(args: argparse.Namespace) -> int:
 
 DOWNSTREAM = ("accounts", "visitors", "notifications")
 TARGETS = {"read": 0.80, "write": 0.70}  # issue 9: the service's req/s as a share of the bare ceiling's
+
+
+def ratio_of(service: dict[str, Any], ceiling: dict[str, Any]) -> float | None:
+    """The service's req/s over the ceiling's."""
+    return round(service["rps"] / ceiling["rps"], 3) if ceiling["rps"] else None
 
 
 def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
