@@ -147,31 +147,48 @@ def cpu_seconds(pid: int | str) -> float:
 _CLIENT_BACKEND = re.compile(r"^postgres: [^:]+: \S+ (\S+) (\d+\.\d+\.\d+\.\d+\(\d+\)|\[local\])")
 
 
+_seen: dict[tuple[str, str], tuple[str, float]] = {}
+"""PostgreSQL and RabbitMQ processes seen by ``cpu_by_group``: (pid, start time) -> (group, CPU seconds then)."""
+_gone: dict[str, float] = {"postgres": 0.0, "rabbitmq": 0.0}
+"""CPU seconds of those processes that have exited since (last seen): a group's total keeps them."""
+
+
 def cpu_by_group(service_pids: dict[str, int], db_marker: str) -> dict[str, float]:
     """CPU seconds so far of each service process; of PostgreSQL working for this run (the backends of its
-    databases, which live as long as the services' pools, and the background processes); of RabbitMQ
-    (``beam.smp``; it cannot be split); of this bench process (load generator and SMTP server); and of every
-    core (``machine``). PostgreSQL backends of other databases (another test run) count as neither."""
+    databases and the background processes); of RabbitMQ (``beam.smp``; it cannot be split); of this bench process
+    (load generator and SMTP server); and of every core (``machine``). PostgreSQL backends of other databases
+    (another test run) count as neither. A process of a group that exits (a pool closing an idle connection, an
+    autovacuum worker done) keeps counting with the CPU it had when last seen, so that no total goes down."""
     out = {name: cpu_seconds(pid) for name, pid in service_pids.items()}
-    pg = rabbit = 0.0
+    now: dict[tuple[str, str], tuple[str, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         st = _stat(entry.name)
         if st is None:
             continue
-        if st[0] == "postgres":
+        comm, fields = st
+        if comm == "postgres":
             try:
                 cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             except OSError:
                 continue
             client = _CLIENT_BACKEND.match(cmdline)
-            if client is None or db_marker in client.group(1):
-                pg += cpu_seconds(entry.name)
-        elif st[0] == "beam.smp":
-            rabbit += cpu_seconds(entry.name)
-    out["postgres"] = pg
-    out["rabbitmq"] = rabbit
+            if client is not None and db_marker not in client.group(1):
+                continue
+            group = "postgres"
+        elif comm == "beam.smp":
+            group = "rabbitmq"
+        else:
+            continue
+        now[(entry.name, fields[19])] = (group, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    for key, (group, seconds) in _seen.items():
+        if key not in now:
+            _gone[group] += seconds
+    _seen.clear()
+    _seen.update(now)
+    for group in ("postgres", "rabbitmq"):
+        out[group] = _gone[group] + sum(seconds for g, seconds in now.values() if g == group)
     out["bench"] = cpu_seconds(os.getpid())
     out["machine"], out["steal"] = _machine_seconds()
     return out
