@@ -450,7 +450,7 @@ def ratio_of(service: dict[str, Any], ceiling: dict[str, Any]) -> float | None:
     return round(service["rps"] / ceiling["rps"], 3) if ceiling["rps"] else None
 
 
-def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """The service against the ceiling measured in the same run: req/s (higher is better) and p50/p99 (the
     service's latency over the ceiling's: lower is better)."""
     out = {}
@@ -459,7 +459,7 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, float]]:
         if not svc or not top or not top["rps"]:
             continue
         out[key] = {
-            "rps": round(svc["rps"] / top["rps"], 3),
+            "rps": ratio_of(svc, top),
             "target": target,
             "p50_x": round(svc["p50_ms"] / top["p50_ms"], 2) if svc["p50_ms"] and top["p50_ms"] else None,
             "p99_x": round(svc["p99_ms"] / top["p99_ms"], 2) if svc["p99_ms"] and top["p99_ms"] else None,
