@@ -27,7 +27,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -269,7 +269,12 @@ class Consumer:
                 # rolled back as a whole: each message gets its own chance (and its own retry or dead letter)
                 log.info(
                     "batch failed, handling its messages one by one",
-                    extra={"queue": self.queue_name, "size": len(parsed), "error": f"{type(exc).__name__}: {exc}"},
+                    extra={
+                        "queue": self.queue_name,
+                        "size": len(parsed),
+                        "event_ids": [str(p.envelope.event_id) for p, _ in parsed],
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
                 )
             else:
                 CONSUMER_BATCH.labels(self.queue_name).observe(len(parsed))
@@ -315,15 +320,17 @@ class Consumer:
 
     @contextlib.contextmanager
     def _handling(self, p: _Parsed) -> Any:
-        """The message's ids in the log context and its span (continuing the publisher's trace)."""
-        event_id_var.set(str(p.envelope.event_id))
-        correlation_id_var.set(p.envelope.correlation_id)
+        """The message's ids in the log context and its span (continuing the publisher's trace), for as long as
+        the block runs: a line logged after it (about a batch, or the next message) does not carry them."""
         traceparent = (p.message.headers or {}).get("traceparent")
-        with continued_span(
-            f"consume {p.message.routing_key}",
-            str(traceparent) if traceparent else None,
-            SpanKind.CONSUMER,
-            {"messaging.destination": self.queue_name, "messaging.message.id": p.message.message_id or ""},
+        with (
+            _log_ids(str(p.envelope.event_id), p.envelope.correlation_id),
+            continued_span(
+                f"consume {p.message.routing_key}",
+                str(traceparent) if traceparent else None,
+                SpanKind.CONSUMER,
+                {"messaging.destination": self.queue_name, "messaging.message.id": p.message.message_id or ""},
+            ),
         ):
             yield
 
@@ -352,10 +359,11 @@ class Consumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # handled alone, where it fails again and is retried or dead-lettered
-                log.info(
-                    "statement failed, handling the message alone",
-                    extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
-                )
+                with _message_log_ids(p.message):
+                    log.info(
+                        "statement failed, handling the message alone",
+                        extra={"queue": self.queue_name, "error": f"{type(exc).__name__}: {exc}"},
+                    )
                 continue
             calls.append((i, statement_sql(st, inbox=True), (self.queue_name, p.envelope.event_id, *st.args)))
         try:
@@ -375,6 +383,7 @@ class Consumer:
                             extra={
                                 "queue": self.queue_name,
                                 "size": len(run_),
+                                "event_ids": [str(batch[i].envelope.event_id) for i, _, _ in run_],
                                 "error": f"{type(exc).__name__}: {exc}",
                             },
                         )
@@ -490,7 +499,8 @@ class Consumer:
         routing_key = p.message.routing_key or ""
         EVENTS_CONSUMED.labels(self.queue_name, routing_key, "handled" if inserted else "duplicate").inc()
         if not inserted:
-            log.info("duplicate ignored", extra={"queue": self.queue_name, "routing_key": routing_key})
+            with _message_log_ids(p.message):
+                log.info("duplicate ignored", extra={"queue": self.queue_name, "routing_key": routing_key})
 
     async def _retry(self, message: AbstractIncomingMessage, exc: Exception) -> None:
         attempt = attempts_of(message) + 1
@@ -499,10 +509,11 @@ class Consumer:
             await self._dead_letter(message, f"gave up after {attempt} attempts: {error}")
             return
         delay = self.retry_delays_ms[attempt - 1]
-        log.warning(
-            "handler failed, will retry",
-            extra={"queue": self.queue_name, "attempt": attempt, "retry_in_ms": delay, "error": error},
-        )
+        with _message_log_ids(message):
+            log.warning(
+                "handler failed, will retry",
+                extra={"queue": self.queue_name, "attempt": attempt, "retry_in_ms": delay, "error": error},
+            )
         headers = dict(message.headers or {})
         headers.update({"x-attempt": attempt, "x-last-error": error[:500]})
         await self._republish(message, self.broker.topology.retry_queue(self.queue_name, delay), headers)
@@ -510,7 +521,8 @@ class Consumer:
         self.retried += 1
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
-        log.error("dead-lettered", extra={"queue": self.queue_name, "reason": reason[:500]})
+        with _message_log_ids(message):
+            log.error("dead-lettered", extra={"queue": self.queue_name, "reason": reason[:500]})
         headers = dict(message.headers or {})
         headers.update(
             {
@@ -542,6 +554,24 @@ class Consumer:
                 await message.nack(requeue=True)
             return
         await message.ack()
+
+
+@contextlib.contextmanager
+def _log_ids(event_id: str | None, correlation_id: str | None) -> Iterator[None]:
+    """``event_id`` and ``correlation_id`` in the log context inside the block, what was there before after it."""
+    tokens = event_id_var.set(event_id), correlation_id_var.set(correlation_id)
+    try:
+        yield
+    finally:
+        event_id_var.reset(tokens[0])
+        correlation_id_var.reset(tokens[1])
+
+
+def _message_log_ids(message: AbstractIncomingMessage) -> contextlib.AbstractContextManager[None]:
+    """A line about one message outside its handling (retried, dead-lettered, a duplicate) names that message: its
+    event id and correlation id as the relay publishes them (message properties), also when its body is not an
+    event at all."""
+    return _log_ids(message.message_id or None, message.correlation_id or None)
 
 
 async def _settling(settled: asyncio.Future[None], work: Awaitable[None]) -> None:

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from shared.events import CustomerCreatedV1, SendEmailV1, make_envelope
 from tests.conftest import AMQP_URL
 from tests.support.bus import EventRecorder, drain, publish_raw, queue_depth
+from tests.support.logs import JsonLines
 from tests.support.proxy import TcpProxy
 from tests.support.wait import wait_for
 
@@ -836,18 +837,28 @@ async def test_statement_handlers_waiting_together_commit_in_one_pipeline_and_on
     for envelope in [*good[:5], refused, *good[5:]]:
         await publish_raw(amqp, f"{prefix}commands", envelope.routing_key, body(envelope), str(envelope.event_id))
     batches_before, messages_before = batch_histogram(queue)
-    await system.start("notifications")
+    with JsonLines.of("shared.consumer") as lines:
+        await system.start("notifications")
 
-    async def keys() -> list[str]:
-        rows = await system.runtime("notifications").db.fetch("SELECT request_key FROM deliveries")
-        return sorted(r["request_key"] for r in rows)
+        async def keys() -> list[str]:
+            rows = await system.runtime("notifications").db.fetch("SELECT request_key FROM deliveries")
+            return sorted(r["request_key"] for r in rows)
 
-    await wait_for(lambda: keys_are(keys, [f"pipe{i:02}" for i in range(12)]), what="one delivery per good request")
-    [dead] = await wait_for(lambda: drain(amqp, f"{prefix}{queue}.dlq"), what="the refused request dead-lettered")
+        await wait_for(lambda: keys_are(keys, [f"pipe{i:02}" for i in range(12)]), what="one delivery per good request")
+        [dead] = await wait_for(lambda: drain(amqp, f"{prefix}{queue}.dlq"), what="the refused request dead-lettered")
     assert orjson.loads(dead.body)["event_id"] == str(refused.event_id)
     assert "refused by the test trigger" in dead.headers["x-dead-letter-reason"]
     batches, messages = batch_histogram(queue)
     assert batches - batches_before < messages - messages_before, "some requests went to the database together"
+    # what an operator reads in the log: the failed pipeline names the messages in it (none of them as the line's
+    # own event), and each retry and the dead letter name the refused request
+    failed_runs = [line for line in lines.of_queue(queue) if line["msg"].startswith("statements failed")]
+    assert failed_runs and all("event_id" not in line for line in failed_runs)
+    assert str(refused.event_id) in failed_runs[0]["event_ids"]
+    about_one = [line for line in lines.of_queue(queue) if line["msg"] != "consuming" and line not in failed_runs]
+    assert [line["msg"] for line in about_one][-1] == "dead-lettered"
+    assert {line["msg"] for line in about_one[:-1]} == {"handler failed, will retry"}
+    assert {line.get("event_id") for line in about_one} == {str(refused.event_id)}
 
     async def queue_empty() -> bool:
         return await queue_depth(amqp, f"{prefix}{queue}") == 0
