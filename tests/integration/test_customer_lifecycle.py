@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from shared.clock import FakeClock
+from tests.support.api import CustomersApi
 from tests.support.bus import EventRecorder
 from tests.support.wait import wait_for
 
@@ -21,37 +22,9 @@ def day(offset: int) -> str:
     return (TODAY + timedelta(days=offset)).isoformat()
 
 
-class Api:
-    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
-        self.http, self.base = http, base
-
+class Api(CustomersApi):
     async def call(self, method: str, path: str, expect: int | None = None, **kw):
-        async with self.http.request(method, self.base + path, **kw) as resp:
-            body = await resp.json() if resp.content_type.endswith("json") else await resp.text()
-            if expect is not None:
-                assert resp.status == expect, (resp.status, body)
-            return resp.status, body, resp.headers
-
-    async def customer(self, name: str = "Ada Lovelace", email: str | None = None) -> dict:
-        email = email or f"{name.split()[0].lower()}-{id(name) % 10000}-{asyncio.get_running_loop().time()}@example.com"
-        _, body, _ = await self.call("POST", "/v1/customers", 201, json={"full_name": name, "email": email})
-        return body
-
-    async def plan(self, name: str = "Hot desk") -> dict:
-        _, body, _ = await self.call(
-            "POST",
-            "/v1/plans",
-            201,
-            json={
-                "name": name,
-                "price_minor": 19900,
-                "currency": "EUR",
-                "billing_period": "month",
-                "booking_credit": 10,
-                "printing_credit": 100,
-            },
-        )
-        return body
+        return await self.request(method, path, expect, **kw)
 
     async def contract(self, customer_id: str, plan_id: str, starts: str, ends: str | None = None) -> dict:
         _, body, _ = await self.call(

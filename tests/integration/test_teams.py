@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from shared.clock import FakeClock
+from tests.support.api import CustomersApi
 from tests.support.bus import EventRecorder
 from tests.support.wait import wait_for
 
@@ -23,35 +24,17 @@ def day(offset: int) -> str:
     return (TODAY + timedelta(days=offset)).isoformat()
 
 
-class Api:
+class Api(CustomersApi):
     def __init__(self, session: aiohttp.ClientSession, base: str, keys) -> None:
-        self.session, self.base, self.keys = session, base, keys
-        self.operator = {"Authorization": f"Bearer {keys.token()}"}
+        self.keys, self.operator = keys, {"Authorization": f"Bearer {keys.token()}"}
+        super().__init__(session, base, self.operator)
 
     def as_customer(self, customer: dict, role: str = "contact") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys.token(role, uuid.UUID(customer['id']))}"}
 
     async def call(self, method: str, path: str, expect: int | None = None, headers=None, **kw):
-        async with self.session.request(method, self.base + path, headers=headers or self.operator, **kw) as resp:
-            body = await resp.json() if resp.content_type.endswith("json") else await resp.text()
-            if expect is not None:
-                assert resp.status == expect, (method, path, resp.status, body)
-            return resp.status, body
-
-    async def customer(self, name: str = "Grace Hopper") -> dict:
-        email = f"{uuid.uuid4().hex[:12]}@example.com"
-        return (await self.call("POST", "/v1/customers", 201, json={"full_name": name, "email": email}))[1]
-
-    async def plan(self, booking: int = 10, printing: int = 100, period: str = "month") -> dict:
-        body = {
-            "name": f"Plan {uuid.uuid4().hex[:8]}",
-            "price_minor": 19900,
-            "currency": "EUR",
-            "billing_period": period,
-            "booking_credit": booking,
-            "printing_credit": printing,
-        }
-        return (await self.call("POST", "/v1/plans", 201, json=body))[1]
+        status, body, _ = await self.request(method, path, expect, headers, **kw)
+        return status, body
 
     async def contract(self, customer: dict, plan: dict, starts: str | None = None) -> dict:
         body = {"plan_id": plan["id"], "starts_on": starts or day(0)}
