@@ -45,6 +45,8 @@ class PeriodicLoop(BackgroundLoop):
     """Calls ``run_once`` every ``interval_s`` until stopped; a failing tick is logged and the next one comes."""
 
     interval_s: float = 30.0
+    ticks = 0
+    """Ticks finished so far (successful or not): "nothing happened for two ticks" can be waited for."""
 
     async def run_once(self) -> object:
         raise NotImplementedError
@@ -55,4 +57,5 @@ class PeriodicLoop(BackgroundLoop):
                 await self.run_once()
             except Exception:  # never let the loop die: log, go on at the next tick
                 log.exception("%s tick failed", self.name)
+            self.ticks += 1
             await self._sleep(self.interval_s)

@@ -3,16 +3,16 @@ them, suspension, editing, the create-user-account action, history, and every ev
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 
+from services.customers.app import SCHEDULER
 from shared.clock import FakeClock
 from tests.support.api import CustomersApi
 from tests.support.bus import EventRecorder
-from tests.support.wait import wait_for
+from tests.support.wait import ticks_pass, wait_for
 
 START = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)
 TODAY = START.date()
@@ -99,7 +99,7 @@ async def test_a_contract_running_today_makes_a_contact_a_member_at_once(env):
 
 
 async def test_time_moves_a_future_contract_to_active_and_then_ended_and_the_member_back_to_contact(env):
-    api, clock, recorder, _ = env
+    api, clock, recorder, system = env
     customer = await api.customer()
     plan = await api.plan()
     contract = await api.contract(customer["id"], plan["id"], day(5), day(10))
@@ -109,7 +109,7 @@ async def test_time_moves_a_future_contract_to_active_and_then_ended_and_the_mem
     clock.advance(days=5)
     await wait_for(lambda: _kind(api, customer["id"], "member"), what="member on the start date")
     clock.advance(days=5)  # the last day: still a member
-    await asyncio.sleep(0.3)  # several scheduler ticks
+    await ticks_pass(system.apps["customers"][SCHEDULER])
     assert (await api.get(customer["id"]))["kind"] == "member"
     clock.advance(days=1)
     await wait_for(lambda: _kind(api, customer["id"], "contact"), what="contact the day after the last day")
@@ -164,7 +164,7 @@ async def test_a_contract_that_ended_while_the_service_was_down_ends_once_when_i
         await second.start("customers")
         api = Api(http, second.urls["customers"])
         await wait_for(lambda: _kind(api, customer["id"], "contact"), what="caught up")
-        await asyncio.sleep(0.5)  # more ticks: nothing more may happen
+        await ticks_pass(second.apps["customers"][SCHEDULER])  # nothing more may happen
     await wait_for(lambda: events(recorder, "customers.customer.became_contact.v1", customer["id"]), what="event")
     assert len(events(recorder, "customers.contract.ended.v1", customer["id"])) == 1
     assert len(events(recorder, "customers.customer.became_contact.v1", customer["id"])) == 1
@@ -190,7 +190,8 @@ async def test_two_scheduler_replicas_never_transition_a_customer_twice(system_f
         await wait_for(
             lambda: len(recorder.of_type("customers.customer.became_contact.v1")) == 25, timeout=20, what="25 contacts"
         )
-        await asyncio.sleep(0.5)
+        for r in replicas:  # nothing more may happen
+            await ticks_pass(r.apps["customers"][SCHEDULER])
     for key in (
         "customers.contract.started.v1",
         "customers.contract.ended.v1",

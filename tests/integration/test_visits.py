@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from services.visitors.app import SCHEDULER
 from services.visitors.domain import CODE_ALPHABET
 from shared.clock import FakeClock
 from shared.events import CustomerReactivatedV1, CustomerSuspendedV1
@@ -19,7 +20,7 @@ from tests.integration.test_accounts_lifecycle import customer_event
 from tests.integration.test_messaging import body as envelope_body
 from tests.integration.test_messaging import customer_created
 from tests.support.bus import EventRecorder, publish_raw
-from tests.support.wait import wait_for
+from tests.support.wait import ticks_pass, wait_for
 
 START = datetime(2027, 3, 9, 8, 0, tzinfo=UTC)
 CODE = re.compile(f"[{CODE_ALPHABET}]{{6}}")
@@ -37,6 +38,7 @@ class Visits:
         self.keys, self.recorder, self.clock = keys, recorder, clock
         self.operator = keys.token()
         self.db = system.runtime("visitors").db
+        self.scheduler = system.apps["visitors"][SCHEDULER]
 
     async def call(self, method: str, path: str, token: str | None = None, expect: int | None = None, **kw):
         headers = {"Authorization": f"Bearer {token or self.operator}", **kw.pop("headers", {})}
@@ -412,7 +414,7 @@ async def test_a_visit_still_expected_after_the_no_show_window_becomes_a_no_show
     await visits.call("POST", f"/v1/visits/{arrived['id']}/check-in", expect=200)
 
     visits.clock.advance(hours=1, minutes=119)  # within the 120 minutes after the expected arrival
-    await asyncio.sleep(0.3)  # several scheduler ticks: nothing may happen yet
+    await ticks_pass(visits.scheduler)  # nothing may happen yet
     assert (await visits.get(visit["id"]))["status"] == "expected"
 
     visits.clock.advance(minutes=2)
@@ -423,7 +425,7 @@ async def test_a_visit_still_expected_after_the_no_show_window_becomes_a_no_show
     assert (event["sequence"], event["payload"]["host_customer_id"]) == (2, str(host))
     await visits.call("POST", "/v1/check-ins", json={"code": visit["check_in_code"]}, expect=404)
     await visits.call("POST", f"/v1/visits/{visit['id']}/check-in", expect=409)
-    await asyncio.sleep(0.3)
+    await ticks_pass(visits.scheduler)
     assert len(visits.events("visitors.visit.no_show.v1", visit["id"])) == 1
 
 
@@ -441,7 +443,7 @@ async def test_a_visitor_is_anonymised_after_the_retention_period_and_their_visi
     upcoming = await visits.register(name="Alan Turing", email="alan@example.org", expected_at=at(days=400))
 
     visits.clock.advance(days=364)
-    await asyncio.sleep(0.3)  # several ticks: not yet
+    await ticks_pass(visits.scheduler)  # not yet
     assert (await visits.get(old["id"]))["visitor"]["email"] == "grace@example.org"
 
     visits.clock.advance(days=2)

@@ -28,3 +28,10 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
         await asyncio.sleep(interval)
+
+
+async def ticks_pass(loop: object, n: int = 2, timeout: float = 10.0) -> None:
+    """Wait until ``loop`` (a ``PeriodicLoop``, e.g. a scheduler) has finished ``n`` more ticks: with n >= 2 at least
+    one whole tick ran after this call, so whatever it would have done by now is done (or will not be)."""
+    start = loop.ticks  # type: ignore[attr-defined]
+    await wait_for(lambda: loop.ticks >= start + n, timeout=timeout, what=f"{n} ticks of {loop!r}")  # type: ignore[attr-defined]
