@@ -178,6 +178,8 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
         self._last_cleanup = 0.0
+        self.rounds = 0
+        """Rounds the loop finished (published or not): "nothing more went out for two rounds" can be waited for."""
         self._unmarked: tuple[list[int], list[str | None], list[float]] | None = None
         """The marks of the last round when it left them to the next round's claim: ids, errors, backoffs."""
 
@@ -251,6 +253,7 @@ class OutboxRelay:
                 log.exception("outbox relay round failed unexpectedly")
                 published = 0
                 await asyncio.sleep(1.0)
+            self.rounds += 1
             if published >= self.batch_size or self._unmarked is not None:
                 continue  # more may be waiting, or the marks wait for the next round
             with contextlib.suppress(TimeoutError):
