@@ -189,8 +189,9 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         span.set_attribute("http.response.status_code", status)
         elapsed = time.perf_counter() - started
         response.headers["X-Request-ID"] = request_id
-        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        HTTP_LATENCY.labels(request.method, route).observe(elapsed)
+        count, latency = _route_metrics(request.method, route, status)
+        count.inc()
+        latency.observe(elapsed)
         if route not in QUIET_ROUTES:
             # the route template, never the path or query: no personal data (emails in filters) reaches the logs
             access_log.info(
@@ -198,6 +199,21 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
                 extra={"method": request.method, "route": route, "status": status, "ms": round(elapsed * 1000, 1)},
             )
     return response
+
+
+_ROUTE_METRICS: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram of a method, route and status, looked up once (``labels()`` on
+    every request cost more than counting and observing). Bounded: a client inventing methods gets no cache."""
+    key = (method, route, status)
+    found = _ROUTE_METRICS.get(key)
+    if found is None:
+        found = HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
+        if len(_ROUTE_METRICS) < 1000:
+            _ROUTE_METRICS[key] = found
+    return found
 
 
 async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, int]:

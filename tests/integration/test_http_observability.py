@@ -1,0 +1,57 @@
+"""What an operator's dashboards read about HTTP traffic: per route template (never the path: no ids or emails in
+label values) and status, a request counter and a latency histogram on ``/metrics``, and one access log line a
+request carrying its request id."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.logs import JsonLines
+
+ROUTE = "/v1/customers/{id}"
+
+
+async def scrape(http: aiohttp.ClientSession, base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def requests(metrics, status: str) -> float:
+    return metrics.get(("http_requests_total", (("method", "GET"), ("route", ROUTE), ("status", status))), 0.0)
+
+
+def timed(metrics) -> float:
+    return metrics.get(("http_request_duration_seconds_count", (("method", "GET"), ("route", ROUTE))), 0.0)
+
+
+async def test_requests_are_counted_timed_and_logged_per_route_and_status(system_factory, keys):
+    system = system_factory()
+    await system.start("customers")
+    base = system.urls["customers"]
+    headers = {"Authorization": f"Bearer {keys.token()}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{base}/v1/customers", json={"full_name": "Ada", "email": "ada-m@example.com"}) as r:
+            customer = await r.json()
+        before = await scrape(http, base)
+        with JsonLines.of("coworking.access") as lines:
+            for _ in range(3):
+                async with http.get(f"{base}/v1/customers/{customer['id']}") as r:
+                    assert r.status == 200
+            async with http.get(f"{base}/v1/customers/{uuid.uuid4()}", headers={"X-Request-ID": "probe-1"}) as r:
+                assert r.status == 404
+        after = await scrape(http, base)
+    assert requests(after, "200") - requests(before, "200") == 3
+    assert requests(after, "404") - requests(before, "404") == 1
+    assert timed(after) - timed(before) == 4
+    assert not any(customer["id"] in str(labels) for _, labels in after), "an id in a label value"
+    mine = [line for line in lines.lines if line.get("route") == ROUTE]
+    assert [line["status"] for line in mine] == [200, 200, 200, 404]
+    assert mine[-1]["request_id"] == "probe-1" and all(line["method"] == "GET" for line in mine)
