@@ -433,7 +433,7 @@ class System:
                 "AMQP_PREFIX": self.prefix,
                 "JWKS_URL": f"http://127.0.0.1:{self.ports['accounts']}/.well-known/jwks.json",
                 "LOG_FORMAT": "json",
-                "LOG_LEVEL": "WARNING",
+                "LOG_LEVEL": "INFO",  # as compose and k8s run them: an access log line per request is part of its cost
                 "RETRY_DELAYS_MS": ",".join(map(str, RETRY_DELAYS_MS)),
                 "ACCOUNTS_JWT_PRIVATE_KEY_FILE": str(key_path),
                 "ACCOUNTS_ACCESS_TOKEN_TTL_S": "3600",
