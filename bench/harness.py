@@ -376,7 +376,11 @@ async def run(args: argparse.Namespace) -> int:
         runs = [(rate, k) for rate in args.rates for k in range(args.repeat)] if "welcome" in args.phases else []
         for rate, k in runs:
             tag = f"{rate:g}" if args.repeat == 1 else f"{rate:g}-{k + 1}"
-            print(f"bench: welcome flow at {rate:g}/s for {args.duration:g} s", flush=True)
+            waited = await load.quiet()
+            print(
+                f"bench: welcome flow at {rate:g}/s for {args.duration:g} s (machine quiet after {waited:g} s)",
+                flush=True,
+            )
             phase = load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
             before = cpu_by_group(pids, sampler.db_marker)
             batches_before = await load.batch_counters(system)
@@ -385,6 +389,7 @@ async def run(args: argparse.Namespace) -> int:
             else:
                 res = await phase
             res.summary["settle_s"] = await load.settle(system, settle_limit)
+            res.summary["quiet_wait_s"] = waited
             # CPU per flow over the whole work (the send window and the drain after it, until nothing is left):
             # less sensitive to how a saturated machine shares its cores than the rates and latencies are
             after = cpu_by_group(pids, sampler.db_marker)

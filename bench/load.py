@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import random
 import secrets
 import time
@@ -18,7 +19,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from bench.system import AMQP_URL, Sampler, System
+from bench.system import AMQP_URL, Sampler, System, cpu_seconds, machine_busy_seconds
 
 JSON = {"Content-Type": "application/json"}
 
@@ -485,6 +486,22 @@ async def settle(system: System, timeout: float, only_outbox_of: tuple[str, ...]
     finally:
         await connection.close()
     return round(time.perf_counter() - t0, 1)
+
+
+async def quiet(threshold: float = 0.2, window: float = 1.0, limit: float = 120.0) -> float:
+    """Wait until the machine, this bench process aside, is quiet: under ``threshold`` of one core over a whole
+    ``window`` (at most ``limit`` s). After ``settle`` every queue and outbox is empty, yet RabbitMQ may still be
+    copying its quorum-queue write-ahead log into segment files and PostgreSQL vacuuming what the last phase wrote
+    (seconds of a core after the write phase): a rate measured then would pay for the phase before it. Returns the
+    seconds it waited."""
+    t0 = time.perf_counter()
+    while True:
+        busy, mine = machine_busy_seconds(), cpu_seconds(os.getpid())
+        await asyncio.sleep(window)
+        others = machine_busy_seconds() - busy - (cpu_seconds(os.getpid()) - mine)
+        waited = time.perf_counter() - t0
+        if others < threshold * window or waited >= limit:
+            return round(waited, 1)
 
 
 _BATCH_METRICS = ("consumer_batch_messages", "outbox_relay_batch_rows", "email_outcome_batch_rows")
