@@ -417,7 +417,11 @@ d AS (UPDATE deliveries SET
           next_attempt_at = CASE WHEN f.status IS NULL THEN now() + make_interval(secs => f.delay)
                                  ELSE deliveries.next_attempt_at END,
           updated_at = now()
-      FROM f WHERE deliveries.id = f.id AND deliveries.status = 'pending'
+      -- "still pending" said as "neither sent nor failed": written status = 'pending' it matches deliveries_due's
+      -- predicate, and the planner, whose statistics saw a handful of pending deliveries, reads every pending one
+      -- through that index (the whole backlog, ever longer as a busy dispatcher falls behind) instead of looking up
+      -- the few settled ones by primary key
+      FROM f WHERE deliveries.id = f.id AND deliveries.status NOT IN ('sent', 'failed')
       RETURNING deliveries.id),
 e AS (SELECT * FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[])
                WITH ORDINALITY AS e(delivery_id, {OUTBOX_COLUMNS}, ord)),

@@ -250,3 +250,47 @@ async def test_deliveries_a_dispatcher_claimed_but_is_not_sending_are_its_own_to
     status = await db.fetchval("SELECT status FROM deliveries WHERE to_email = 'theirs@example.com'")
     assert status == "pending"
     assert len(smtp.to("mine@example.com")) == 1
+
+
+async def test_an_outcome_write_costs_the_same_however_many_deliveries_wait(system_factory, seal_key):
+    """Writing the outcomes of a few finished emails looks those deliveries up by id: it does not read the whole
+    backlog of pending ones (which grows when the dispatcher falls behind, and would make it fall further), even
+    with statistics from a quiet moment; and it still leaves a delivery already settled alone."""
+    from services.notifications.dispatcher import _WRITE_OUTCOMES
+
+    system = system_factory()
+    await system.start("notifications")
+    db = system.runtime("notifications").db
+    cmd = welcome_command("someone@example.com", seal_key)
+    columns = "id, request_key, template, to_email, to_name, context, next_attempt_at, claimed_by, status"
+    insert = f"""INSERT INTO deliveries ({columns})
+                 SELECT gen_random_uuid(), $1 || g, $2, $1 || g || '@example.com', 'Backlog', $3::jsonb,
+                        now() + interval '1 hour', gen_random_uuid(), $4
+                 FROM generate_series(1, $5) g"""
+    await db.execute(insert, "settled", cmd.template, cmd.context, "sent", 5)
+    await db.execute("ANALYZE deliveries")  # a quiet moment: nothing pending
+    await db.execute(
+        insert, "waiting", cmd.template, cmd.context, "pending", 3000
+    )  # then a backlog (another replica's)
+    pending = [r["id"] for r in await db.fetch("SELECT id FROM deliveries WHERE status = 'pending' LIMIT 3")]
+    settled = await db.fetchval("SELECT id FROM deliveries WHERE status = 'sent' LIMIT 1")
+    ids = [*pending, settled]
+    args = (ids, [1] * 4, ["sent"] * 4, ["subject"] * 4, [None] * 4, [0.0] * 4, [], [], [], [], [], [], [])
+    async with db.acquire() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        try:
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # as a prepared statement runs
+            written = {r["id"] for r in await conn.fetch(_WRITE_OUTCOMES, *args)}
+            await conn.execute("UPDATE deliveries SET status = 'pending' WHERE id = ANY($1::uuid[])", pending)
+            [plan] = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {_WRITE_OUTCOMES}", *args)
+        finally:
+            await tr.rollback()
+
+    def nodes(node: dict) -> list[dict]:
+        return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+    scans = [n for n in nodes(plan["Plan"]) if n.get("Relation Name") == "deliveries" and "Scan" in n["Node Type"]]
+    assert [n.get("Index Name") for n in scans] == ["deliveries_pkey"], scans
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) <= 4  # not the 3,000 waiting
+    assert written == set(pending)  # the one already sent is left as it was
