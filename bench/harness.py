@@ -360,6 +360,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             # the services downstream of customers are held meanwhile (SIGSTOP): both are measured on a machine
             # where nothing else runs; the events the writes cause wait in their queues, handled after the phase
+            await load.vacuum(system)  # what seeding wrote, as autovacuum would
             await load.authenticate(system)  # customers has accounts' signing keys before accounts is held
             system.hold(DOWNSTREAM, True)
             try:
@@ -376,9 +377,11 @@ async def run(args: argparse.Namespace) -> int:
         runs = [(rate, k) for rate in args.rates for k in range(args.repeat)] if "welcome" in args.phases else []
         for rate, k in runs:
             tag = f"{rate:g}" if args.repeat == 1 else f"{rate:g}-{k + 1}"
+            vacuumed = await load.vacuum(system)
             waited = await load.quiet()
             print(
-                f"bench: welcome flow at {rate:g}/s for {args.duration:g} s (machine quiet after {waited:g} s)",
+                f"bench: welcome flow at {rate:g}/s for {args.duration:g} s (vacuumed in {vacuumed:g} s, machine quiet"
+                f" after {waited:g} s)",
                 flush=True,
             )
             phase = load.welcome_phase(system, rate, duration=args.duration, drain=args.drain, sampler=sampler)
@@ -389,7 +392,7 @@ async def run(args: argparse.Namespace) -> int:
             else:
                 res = await phase
             res.summary["settle_s"] = await load.settle(system, settle_limit)
-            res.summary["quiet_wait_s"] = waited
+            res.summary["quiet_wait_s"], res.summary["vacuum_s"] = waited, vacuumed
             # CPU per flow over the whole work (the send window and the drain after it, until nothing is left):
             # less sensitive to how a saturated machine shares its cores than the rates and latencies are
             after = cpu_by_group(pids, sampler.db_marker)

@@ -488,6 +488,19 @@ async def settle(system: System, timeout: float, only_outbox_of: tuple[str, ...]
     return round(time.perf_counter() - t0, 1)
 
 
+async def vacuum(system: System) -> float:
+    """``VACUUM (ANALYZE)`` every database of the run, as PostgreSQL's autovacuum does on its own when it is on (the
+    default; the CI machine's PostgreSQL runs with it off). Returns the seconds it took."""
+    t0 = time.perf_counter()
+    for url in system.databases.values():
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            await conn.execute("VACUUM (ANALYZE)")
+        finally:
+            await conn.close()
+    return round(time.perf_counter() - t0, 1)
+
+
 async def quiet(threshold: float = 0.2, window: float = 1.0, limit: float = 120.0) -> float:
     """Wait until the machine, this bench process aside, is quiet: under ``threshold`` of one core over a whole
     ``window`` (at most ``limit`` s). After ``settle`` every queue and outbox is empty, yet RabbitMQ may still be

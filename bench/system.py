@@ -308,6 +308,7 @@ async def describe_machine() -> dict[str, Any]:
         conn = await asyncpg.connect(dsn("postgres"), timeout=5)
         try:
             info["postgresql"] = await conn.fetchval("SHOW server_version")
+            info["autovacuum"] = await conn.fetchval("SHOW autovacuum")
         finally:
             await conn.close()
     except Exception as exc:
@@ -353,7 +354,9 @@ async def wakeup_probe(n: int = 300, busy_s: float = 0.5) -> dict[str, float]:
 def machine_line(m: dict[str, Any]) -> str:
     return (
         f"{m['nproc']} CPU ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, {m['python']}, "
-        f"PostgreSQL {m['postgresql']}, RabbitMQ {m['rabbitmq']}"
+        f"PostgreSQL {m['postgresql']}"
+        + (" (autovacuum off: the bench vacuums between phases)" if m.get("autovacuum") == "off" else "")
+        + f", RabbitMQ {m['rabbitmq']}"
         + (
             f"; a database round trip costs {m['wakeup']['busy_us']} us of machine CPU back to back, "
             f"{m['wakeup']['after_5ms_idle_us']} us after 5 ms idle"
