@@ -9,27 +9,30 @@ otherwise only their ids are made (a trace a caller sampled is still recorded, a
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
+_exporting = False
 
 
 def configure(service: str, otlp_endpoint: str | None) -> None:
     """Install the process's tracer provider once (the first service of a process names it)."""
-    global _configured
+    global _configured, _exporting
     if _configured:
         return
+    _exporting = bool(otlp_endpoint)
     resource = Resource.create({"service.name": f"coworking-{service}"})
     # without an exporter nothing reads the spans: keep the ids (trace context, log lines) and skip recording a
     # span nobody asked for (new traces); a caller's sampled trace is still recorded and its flag passed on
@@ -83,9 +86,27 @@ def continued_span(
     name: str, traceparent: str | None, kind: SpanKind, attributes: Mapping[str, Any] | None = None
 ) -> Iterator[Span]:
     """A span continuing the trace in ``traceparent`` (or a new trace without one), current while inside."""
+    if traceparent is None and _configured and not _exporting:
+        # what the SDK makes here (a new trace, not sampled: nothing exports it), made directly: its ids for the
+        # log lines and the traceparent passed on, for 2 us instead of 14 (on every request and message)
+        span: Span = NonRecordingSpan(SpanContext(_new_id(128), _new_id(64), is_remote=False, trace_flags=_NOT_SAMPLED))
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        finally:
+            context.detach(token)
+        return
     parent = PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
-    with tracer().start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as span:
-        yield span
+    with tracer().start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as recorded:
+        yield recorded
+
+
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+def _new_id(bits: int) -> int:
+    """A random trace or span id, never 0 (invalid), as the SDK's ``RandomIdGenerator`` makes them."""
+    return random.getrandbits(bits) or 1
 
 
 def log_ids() -> dict[str, str]:
