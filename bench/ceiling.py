@@ -80,11 +80,17 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: the handlers leave no session state (asyncpg still rolls back an open transaction)."""
+
+
 def create_app(dsn: str, pool_max: int) -> web.Application:
     app = web.Application()
 
     async def pool(app: web.Application):  # type: ignore[no-untyped-def]
-        app[POOL] = await asyncpg.create_pool(dsn, min_size=2, max_size=pool_max)
+        # no reset query when a connection goes back to the pool (RESET ALL, UNLISTEN *...: a round trip a
+        # request), which these handlers need no more than the services do (theirs skip it too)
+        app[POOL] = await asyncpg.create_pool(dsn, min_size=2, max_size=pool_max, reset=_keep_session)
         yield
         await app[POOL].close()
 
