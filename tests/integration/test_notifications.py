@@ -269,9 +269,8 @@ async def test_an_outcome_write_costs_the_same_however_many_deliveries_wait(syst
                  FROM generate_series(1, $5) g"""
     await db.execute(insert, "settled", cmd.template, cmd.context, "sent", 5)
     await db.execute("ANALYZE deliveries")  # a quiet moment: nothing pending
-    await db.execute(
-        insert, "waiting", cmd.template, cmd.context, "pending", 3000
-    )  # then a backlog (another replica's)
+    # then a backlog (leased to another replica, so this one's dispatcher leaves it alone)
+    await db.execute(insert, "waiting", cmd.template, cmd.context, "pending", 3000)
     pending = [r["id"] for r in await db.fetch("SELECT id FROM deliveries WHERE status = 'pending' LIMIT 3")]
     settled = await db.fetchval("SELECT id FROM deliveries WHERE status = 'sent' LIMIT 1")
     ids = [*pending, settled]

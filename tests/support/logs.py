@@ -31,7 +31,8 @@ class JsonLines(logging.Handler):
         """The lines ``logger`` (and the loggers under it) writes inside the block."""
         lines, log = cls(), logging.getLogger(logger)
         level = log.level
-        log.setLevel(logging.INFO)  # as the services log
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)  # at least what the services log
         log.addHandler(lines)
         try:
             yield lines

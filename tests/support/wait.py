@@ -5,9 +5,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from shared.background import PeriodicLoop
-from shared.outbox import OutboxRelay
-
 T = TypeVar("T")
 
 
@@ -33,12 +30,8 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-async def ticks_pass(loop: PeriodicLoop | OutboxRelay, n: int = 2, timeout: float = 10.0) -> None:
-    """Wait until ``loop`` (a scheduler's ticks, an outbox relay's rounds) has finished ``n`` more: with n >= 2 at
-    least one whole tick ran after this call, so whatever it would have done by now is done (or will not be)."""
-
-    def done() -> int:
-        return loop.ticks if isinstance(loop, PeriodicLoop) else loop.rounds
-
-    start = done()
-    await wait_for(lambda: done() >= start + n, timeout=timeout, what=f"{n} more rounds of {type(loop).__name__}")
+async def ticks_pass(count: Callable[[], int], n: int = 2, what: str = "ticks", timeout: float = 10.0) -> None:
+    """Wait until ``count`` (a scheduler's ``ticks``, an outbox relay's ``rounds``) has gone up by ``n``: with n >= 2
+    at least one whole tick ran after this call, so whatever it would have done by now is done (or will not be)."""
+    start = count()
+    await wait_for(lambda: count() >= start + n, timeout=timeout, what=f"{n} more {what}")
