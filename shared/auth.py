@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import jwt
@@ -90,11 +90,20 @@ CUSTOMER_ROLES = ("member", "contact")
 
 StandingLookup = Callable[[uuid.UUID], Awaitable[str | None]]
 STANDING_LOOKUP = web.AppKey("standing_lookup", object)
-REVOCATION_CHECK = web.AppKey("revocation_check", object)
-"""``await check(account_id, issued_at) -> bool``: True when the account's portal access was revoked after the
-token was issued (see shared.revocation)."""
 """Optional per service: the customer's current standing from the service's own data (its database or replica),
 which wins over the standing in the token (a token issued before a suspension still says active)."""
+
+
+class RevocationLookup(Protocol):
+    """``await check(account_id, issued_at)``: True when the account's portal access was revoked after the token was
+    issued; ``check.known(...)`` answers the same without awaiting when it can, else None (shared.revocation)."""
+
+    def known(self, account_id: uuid.UUID, issued_at: datetime | None) -> bool | None: ...
+
+    async def __call__(self, account_id: uuid.UUID, issued_at: datetime | None) -> bool: ...
+
+
+REVOCATION_CHECK = web.AppKey("revocation_check", RevocationLookup)
 
 
 def suspended_problem() -> Problem:
@@ -130,14 +139,22 @@ class TokenVerifier:
     async def key_for(self, kid: str) -> Any | None:
         return self._keys.get(kid)
 
-    async def verify(self, token: str) -> Principal:
-        """A token verified once is remembered until it expires (checking an ES256 signature was a quarter of
-        a read request's CPU); the cache is bounded, and revocation is checked on every request anyway."""
+    def verified(self, token: str) -> Principal | None:
+        """Who a token verified before (and not expired since) belongs to, without awaiting: the common case of
+        ``verify``, taken first on every request."""
         hit = self._verified.get(token)
         if hit is not None:
             if hit[0] > time.time():
                 return hit[1]
-            del self._verified[token]
+            self._verified.pop(token, None)
+        return None
+
+    async def verify(self, token: str) -> Principal:
+        """A token verified once is remembered until it expires (checking an ES256 signature was a quarter of
+        a read request's CPU); the cache is bounded, and revocation is checked on every request anyway."""
+        principal = self.verified(token)
+        if principal is not None:
+            return principal
         principal, expires = await self._verify(token)
         if len(self._verified) >= 10_000:
             self._verified.clear()
@@ -242,41 +259,74 @@ VERIFIER_KEY = web.AppKey("token_verifier", TokenVerifier)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-def make_auth_middleware() -> Callable[..., Any]:
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def make_authorizer() -> Callable[[web.Request], Awaitable[None] | None]:
+    """The access check of every request (run by shared.http's middleware, before the handler): the route's
+    policy, the bearer token, revocation, role, scope and standing. ``authorize(request)`` raises the problem that
+    refuses the request, returns None when it lets it through, or an awaitable finishing the check when that needs
+    to wait (a token not verified yet, a revocation state to look up, a standing to read): most requests are
+    decided without making a coroutine. Once let through, ``principal(request)`` is who is calling (on routes
+    that are not open)."""
+
+    def authorize(request: web.Request) -> Awaitable[None] | None:
         match = request.match_info
         if match.http_exception is not None:  # 404/405: let the router answer
-            return await handler(request)
+            return None
         p = policy_of(match.handler)
         if p is None:
             log.error("route without a policy refused", extra={"path": request.path})
             raise Problem(403, "Forbidden", "This route declares no access policy")
         if p.open:
-            return await handler(request)
+            return None
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("Send an access token: Authorization: Bearer <token>")
-        principal = await request.app[VERIFIER_KEY].verify(token.strip())
-        check = request.app.get(REVOCATION_CHECK)
-        if check is not None and await check(principal.account_id, principal.issued_at):  # type: ignore[operator]
-            raise _unauthorized("The access token was revoked")
-        if principal.role not in p.roles:
-            raise Problem(403, "Forbidden", f"This needs the role {' or '.join(sorted(p.roles))}")
-        if principal.role == "service" and (p.scope is None or p.scope not in principal.scopes):
-            raise Problem(403, "Forbidden", f"This service client lacks the scope {p.scope}", type_="urn:problem:scope")
-        if p.changes_state and principal.role in CUSTOMER_ROLES:
-            standing = principal.standing
-            lookup = request.app.get(STANDING_LOOKUP)
-            if lookup is not None and principal.customer_id is not None:
-                standing = await lookup(principal.customer_id) or standing  # type: ignore[operator]
-            if standing == "suspended":
-                raise suspended_problem()
-        request[PRINCIPAL] = principal
-        return await handler(request)
+        token = token.strip()
+        app = request.app
+        principal = app[VERIFIER_KEY].verified(token)
+        if principal is None:
+            return _authorize_waiting(request, p, token)
+        check = app.get(REVOCATION_CHECK)
+        revoked = check.known(principal.account_id, principal.issued_at) if check is not None else False
+        if revoked is None or (_standing_lookup(app, p, principal) is not None):
+            return _authorize_waiting(request, p, token)
+        _admit(request, p, principal, revoked, principal.standing)
+        return None
 
-    return auth_middleware
+    return authorize
+
+
+async def _authorize_waiting(request: web.Request, p: Policy, token: str) -> None:
+    app = request.app
+    principal = await app[VERIFIER_KEY].verify(token)
+    check = app.get(REVOCATION_CHECK)
+    revoked = await check(principal.account_id, principal.issued_at) if check is not None else False
+    standing = principal.standing
+    lookup = _standing_lookup(app, p, principal)
+    if lookup is not None and principal.role in p.roles:
+        standing = await lookup(principal.customer_id) or standing  # type: ignore[operator]
+    _admit(request, p, principal, revoked, standing)
+
+
+def _standing_lookup(app: web.Application, p: Policy, principal: Principal) -> Any | None:
+    """The service's standing lookup, when this request needs the caller's current standing: a member or contact
+    changing state (a suspended customer may read, not write)."""
+    if p.changes_state and principal.role in CUSTOMER_ROLES and principal.customer_id is not None:
+        return app.get(STANDING_LOOKUP)
+    return None
+
+
+def _admit(request: web.Request, p: Policy, principal: Principal, revoked: bool, standing: str | None) -> None:
+    """Let the request through as ``principal``, or raise the problem that refuses it."""
+    if revoked:
+        raise _unauthorized("The access token was revoked")
+    if principal.role not in p.roles:
+        raise Problem(403, "Forbidden", f"This needs the role {' or '.join(sorted(p.roles))}")
+    if principal.role == "service" and (p.scope is None or p.scope not in principal.scopes):
+        raise Problem(403, "Forbidden", f"This service client lacks the scope {p.scope}", type_="urn:problem:scope")
+    if p.changes_state and principal.role in CUSTOMER_ROLES and standing == "suspended":
+        raise suspended_problem()
+    request[PRINCIPAL] = principal
 
 
 def principal(request: web.Request) -> Principal:

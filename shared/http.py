@@ -10,16 +10,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from random import getrandbits
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Status, StatusCode
 from pydantic import BaseModel, ValidationError
 
-from shared.logging import correlation_id_var, request_id_var
-from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from shared.tracing import continued_span
+from shared.logging import correlation_id_var, log_fields, request_id_var
+from shared.metrics import HTTP
+from shared.tracing import current_ids, open_server_span
 
 log = logging.getLogger(__name__)
 
@@ -169,77 +170,87 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID", "")
-    if not _TOKEN_CHARS.fullmatch(request_id):  # only printable ASCII, 1 to 128 characters; otherwise a fresh id
-        request_id = str(uuid.uuid4())
-    request_id_var.set(request_id)
-    correlation_id_var.set(request_id)
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    route = _route_name(request)
-    with continued_span(
-        f"{request.method} {route}",
-        request.headers.get("traceparent"),
-        SpanKind.SERVER,
-        {"http.request.method": request.method, "http.route": route},
-    ) as span:
-        response, status = await _answer(request, handler)
-        span.set_attribute("http.response.status_code", status)
-        elapsed = time.perf_counter() - started
-        response.headers["X-Request-ID"] = request_id
-        count, latency = _route_metrics(request.method, route, status)
-        count.inc()
-        latency.observe(elapsed)
-        if route not in QUIET_ROUTES:
-            # the route template, never the path or query: no personal data (emails in filters) reaches the logs
-            access_log.info(
-                "request",
-                extra={"method": request.method, "route": route, "status": status, "ms": round(elapsed * 1000, 1)},
-            )
-    return response
+Authorize = Callable[[web.Request], Awaitable[None] | None]
+"""Decides whether the request may reach its handler: returns None (yes), raises a ``Problem`` (no), or returns
+an awaitable that does one of the two once it has waited for what it needs (see shared.auth)."""
 
 
-_ROUTE_METRICS: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+def request_middleware(authorize: Authorize | None = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The one middleware of every service: the request id, the span, the access check, the problem document for
+    whatever the handler raised, metrics and the access line. One layer rather than one per concern: on a read,
+    each middleware layer and context manager around the handler was a measurable share of the request's CPU."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = request.headers
+        request_id = headers.get("X-Request-ID")
+        if request_id is None or not _TOKEN_CHARS.fullmatch(request_id):  # 1-128 printable ASCII, else a new one
+            request_id = new_request_id()
+        request_id_var.set(request_id)
+        correlation_id_var.set(request_id)
+        request[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        method = request.method
+        route = _route_name(request)
+        span, close_span = open_server_span(method, route, headers.get("traceparent"))
+        try:
+            try:
+                if len(request.raw_path) > MAX_URL_BYTES:
+                    raise Problem(414, "URI too long", f"The request target is longer than {MAX_URL_BYTES} bytes")
+                if authorize is not None:
+                    waiting = authorize(request)
+                    if waiting is not None:
+                        await waiting
+                response = await handler(request)
+                status = response.status
+            except Problem as p:
+                response, status = p.response(request.path), p.status
+            except web.HTTPException as exc:
+                response, status = _http_exception(request, exc), exc.status
+            except Exception:
+                log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+                problem = Problem(500, "Internal server error", "The error was logged with the request id")
+                response, status = problem.response(request.path), 500
+            if span is not None and span.is_recording():
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+            elapsed = time.perf_counter() - started
+            response.headers["X-Request-ID"] = request_id
+            HTTP.observe(method, route, status, elapsed)
+            if route not in QUIET_ROUTES and access_log.isEnabledFor(logging.INFO):
+                # the route template, never the path or query: no personal data (emails in filters) reaches the logs
+                fields = {"method": method, "route": route, "status": status, "ms": round(elapsed * 1000, 1)}
+                log_fields(access_log, logging.INFO, "request", fields, current_ids())
+        finally:
+            close_span()
+        return response
+
+    return middleware
 
 
-def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
-    """The request counter and latency histogram of a method, route and status, looked up once (``labels()`` on
-    every request cost more than counting and observing). Bounded: a client inventing methods gets no cache."""
-    key = (method, route, status)
-    found = _ROUTE_METRICS.get(key)
-    if found is None:
-        found = HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
-        if len(_ROUTE_METRICS) < 1000:
-            _ROUTE_METRICS[key] = found
-    return found
+def new_request_id() -> str:
+    """A random version-4 UUID as text, for a request that brought no id of its own, without ``uuid.uuid4()``'s
+    system call for 16 random bytes and its UUID object on every request (a request id is unique, not secret)."""
+    h = "%032x" % ((getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-async def _answer(request: web.Request, handler: Handler) -> tuple[web.StreamResponse, int]:
-    """The handler's response, or the problem document for what it raised."""
-    if len(request.raw_path) > MAX_URL_BYTES:
-        too_long = f"The request target is longer than {MAX_URL_BYTES} bytes"
-        return Problem(414, "URI too long", too_long).response(request.path), 414
-    try:
-        response = await handler(request)
-        return response, response.status
-    except Problem as p:
-        return p.response(request.path), p.status
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            return exc, exc.status  # redirects and the like, as aiohttp would send them
-        detail = None
-        if exc.status == 413:
-            detail = f"The body is larger than {request.app.get(MAX_BODY_KEY, MAX_BODY_BYTES)} bytes"
-        elif exc.status == 405:
-            detail = f"{request.method} is not allowed here"
-        headers = {"Allow": exc.headers.get("Allow", "")} if exc.status == 405 else None
-        return Problem(exc.status, exc.reason, detail, headers=headers).response(request.path), exc.status
-    except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        problem = Problem(500, "Internal server error", "The error was logged with the request id")
-        return problem.response(request.path), 500
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits, as uuid.UUID(version=4) sets them
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _http_exception(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+    """What aiohttp raised (the router's 404 and 405, 413 for a body too large), as a problem document."""
+    if exc.status < 400:
+        return exc  # redirects and the like, as aiohttp would send them
+    detail = None
+    if exc.status == 413:
+        detail = f"The body is larger than {request.app.get(MAX_BODY_KEY, MAX_BODY_BYTES)} bytes"
+    elif exc.status == 405:
+        detail = f"{request.method} is not allowed here"
+    headers = {"Allow": exc.headers.get("Allow", "")} if exc.status == 405 else None
+    return Problem(exc.status, exc.reason, detail, headers=headers).response(request.path)
 
 
 MAX_URL_BYTES = 8190
@@ -248,7 +259,8 @@ that a long URL gets this documented answer rather than the parser's plain-text 
 PARSER_MAX_LINE = 65536
 
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
-access_log = logging.getLogger("coworking.access")
+ACCESS_LOGGER = "coworking.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,128}")

@@ -53,7 +53,14 @@ class RevocationCheck:
         self.sql = sql or "SELECT revoked_at, restored FROM revoked_accounts WHERE account_id = $1"
         self._cache: dict[uuid.UUID, tuple[float, datetime | None, bool]] = {}
 
-    async def __call__(self, account_id: uuid.UUID, issued_at: datetime) -> bool:
+    def known(self, account_id: uuid.UUID, issued_at: datetime | None) -> bool | None:
+        """``await self(...)`` without awaiting, when the account's state is cached and fresh; None otherwise."""
+        hit = self._cache.get(account_id)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            return None
+        return self._refused(hit, issued_at)
+
+    async def __call__(self, account_id: uuid.UUID, issued_at: datetime | None) -> bool:
         now = time.monotonic()
         hit = self._cache.get(account_id)
         if hit is None or now - hit[0] > self.ttl_s:
@@ -63,7 +70,11 @@ class RevocationCheck:
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[account_id] = hit
+        return self._refused(hit, issued_at)
+
+    @staticmethod
+    def _refused(hit: tuple[float, datetime | None, bool], issued_at: datetime | None) -> bool:
         _, revoked_at, restored = hit
         if revoked_at is None:
             return False
-        return not restored or issued_at <= revoked_at
+        return not restored or issued_at is None or issued_at <= revoked_at  # no issue time: as if before

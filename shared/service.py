@@ -17,11 +17,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import docs_page, openapi, revocation, tracing
-from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_auth_middleware, policy
+from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, TokenVerifier, make_authorizer, policy
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
 from shared.db import OutboxSignal, create_pool, migrate
-from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, PARSER_MAX_LINE, json_response, request_context_middleware
+from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, PARSER_MAX_LINE, json_response, request_middleware
 from shared.metrics import DEAD_LETTERS
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -72,7 +72,7 @@ def create_service_app(
     common = settings.common
     tracing.configure(name, common.otel_exporter_otlp_endpoint)
     app = web.Application(
-        middlewares=[request_context_middleware, make_auth_middleware()],
+        middlewares=[request_middleware(make_authorizer())],
         client_max_size=MAX_BODY_BYTES,
         handler_args={"max_line_size": PARSER_MAX_LINE},
     )

@@ -35,6 +35,7 @@ from services.accounts.settings import AccountsSettings
 from services.customers.settings import CustomersSettings
 from services.notifications.settings import NotificationsSettings
 from services.visitors.settings import VisitorsSettings
+from shared.metrics import HttpMetrics
 from shared.settings import CommonSettings, ServiceSettings
 from shared.topology import Topology
 
@@ -888,7 +889,8 @@ def test_readme_says_how_to_deploy_and_what_to_watch() -> None:
         assert needle in text, needle
     for overlay in OVERLAYS:
         assert f"overlays/{overlay}" in text
-    metrics = {m.name for c in vars(shared.metrics).values() if isinstance(c, MetricWrapperBase) for m in c.describe()}
+    collectors = [c for c in vars(shared.metrics).values() if isinstance(c, MetricWrapperBase | HttpMetrics)]
+    metrics = {m.name for c in collectors for m in c.describe()}
     for metric in re.findall(r"`([a-z_]+)(?:\{[^}]*\})?`", text):
         if metric.endswith(("_total", "_seconds", "_backlog")):
             assert metric in metrics or f"{metric}_total" in metrics or metric.removesuffix("_total") in metrics, metric
