@@ -69,6 +69,20 @@ async def get_customer(conn: asyncpg.Connection | asyncpg.Pool, customer_id: uui
     return await conn.fetchrow(f"SELECT {COLUMNS} FROM customers WHERE id = $1", customer_id)
 
 
+DOCUMENT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c in ("id", "account_id") else c for c in COLUMNS.split(", "))
+"""``COLUMNS`` with the UUIDs as text: what a response document needs, without making UUID objects to write out."""
+
+
+async def get_customer_document(
+    conn: asyncpg.Connection | asyncpg.Pool, customer_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The customer's row as the read route answers it (``DOCUMENT_COLUMNS``)."""
+    return await conn.fetchrow(_GET_DOCUMENT, customer_id)
+
+
+_GET_DOCUMENT = f"SELECT {DOCUMENT_COLUMNS} FROM customers WHERE id = $1"
+
+
 SORTS = {
     "created_at": ("created_at", "ASC"),
     "-created_at": ("created_at", "DESC"),
