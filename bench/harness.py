@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record each service with py-spy during each welcome rate (files in the run's log folder)",
     )
     p.add_argument(
+        "--profile-rate",
+        type=int,
+        default=200,
+        help="py-spy samples a second with --profile (default 200; 1000 for a finer read profile, at some cost)",
+    )
+    p.add_argument(
         "--publish",
         action="store_true",
         help="also copy the JSON and PNG to bench/figures/latest.{json,png} (the figures the README shows)",
@@ -319,7 +325,9 @@ async def run(args: argparse.Namespace) -> int:
             if not args.profile:
                 return await phase
             seconds = args.warmup + args.duration / 2
-            res, _ = await asyncio.gather(phase, profile.record({name: pids[name]}, seconds, run_dir, tag))
+            res, _ = await asyncio.gather(
+                phase, profile.record({name: pids[name]}, seconds, run_dir, tag, args.profile_rate)
+            )
             return res
 
         async def abba(kind: str, run: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -388,7 +396,9 @@ async def run(args: argparse.Namespace) -> int:
             before = cpu_by_group(pids, sampler.db_marker)
             batches_before = await load.batch_counters(system)
             if args.profile:
-                res, _ = await asyncio.gather(phase, profile.record(system.pids, args.duration, run_dir, tag))
+                res, _ = await asyncio.gather(
+                    phase, profile.record(system.pids, args.duration, run_dir, tag, args.profile_rate)
+                )
             else:
                 res = await phase
             res.summary["settle_s"] = await load.settle(system, settle_limit)

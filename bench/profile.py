@@ -20,7 +20,7 @@ def available() -> str | None:
     return str(exe) if exe.exists() else shutil.which("py-spy")
 
 
-async def record(pids: dict[str, int], seconds: float, out_dir: Path, tag: str) -> list[Path]:
+async def record(pids: dict[str, int], seconds: float, out_dir: Path, tag: str, rate: int = 200) -> list[Path]:
     """Record every process of ``pids`` for ``seconds``; returns the files written."""
     exe = available()
     if exe is None:
@@ -39,7 +39,7 @@ async def record(pids: dict[str, int], seconds: float, out_dir: Path, tag: str) 
                 "--duration",
                 str(max(1, round(seconds))),
                 "--rate",
-                "200",
+                str(rate),
                 "--format",
                 "raw",
                 "--nonblocking",
