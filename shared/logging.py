@@ -104,13 +104,12 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     ) -> None:
         """The line of ``log_fields``, made into text (JSON, as ``JsonFormatter`` formats a record of the same
         content) only when written: the time and the context's ids are taken now."""
-        formatter = self.formatter
-        assert isinstance(formatter, JsonFormatter)
         ids = (request_id_var.get(), correlation_id_var.get(), event_id_var.get())
-        row = (formatter, time.time(), logging.getLevelName(level), logger, msg, ids, trace, fields)
+        row = (self.formatter, time.time(), logging.getLevelName(level), logger, msg, ids, trace, fields)
         with self.lock:  # type: ignore[union-attr]
             self._waiting.append(row)
-            if level >= logging.WARNING or not self._deferred():
+            due = self._write_on is not None and self._write_on.is_running()  # a write is due on this loop
+            if level >= logging.WARNING or (not due and not self._deferred()):
                 self._write()
 
     def _deferred(self) -> bool:
