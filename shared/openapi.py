@@ -100,8 +100,8 @@ def build(app: web.Application, *, title: str, version: str, description: str) -
     components: dict[str, Any] = {"Problem": PROBLEM_SCHEMA}
     paths: dict[str, Any] = {}
     for route in app.router.routes():
-        if route.method == "HEAD" or route.resource is None:
-            continue
+        if route.method in ("HEAD", "*") or route.resource is None:
+            continue  # a GET's HEAD; the route of unmatched paths (404/405)
         path = route.resource.canonical
         handler = route.handler
         doc: dict[str, Any] = getattr(handler, "__openapi__", {})

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiohttp import web
@@ -21,7 +21,17 @@ from shared.auth import OPEN, REVOCATION_CHECK, VERIFIER_KEY, JwksVerifier, Toke
 from shared.broker import Broker
 from shared.consumer import Consumer, Handler
 from shared.db import OutboxSignal, create_pool, migrate
-from shared.http import MAX_BODY_BYTES, MAX_BODY_KEY, PARSER_MAX_LINE, json_response, request_middleware
+from shared.http import (
+    MAX_BODY_BYTES,
+    MAX_BODY_KEY,
+    PARSER_MAX_LINE,
+    UNMATCHED_PATH,
+    Authorize,
+    is_pipelined,
+    json_response,
+    pipelined,
+    unmatched,
+)
 from shared.metrics import DEAD_LETTERS
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -71,11 +81,8 @@ def create_service_app(
     added to it and tokens of revoked accounts are refused (accounts itself checks its own table instead)."""
     common = settings.common
     tracing.configure(name, common.otel_exporter_otlp_endpoint)
-    app = web.Application(
-        middlewares=[request_middleware(make_authorizer())],
-        client_max_size=MAX_BODY_BYTES,
-        handler_args={"max_line_size": PARSER_MAX_LINE},
-    )
+    app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args={"max_line_size": PARSER_MAX_LINE})
+    app[AUTHORIZE] = make_authorizer()
     app[MAX_BODY_KEY] = MAX_BODY_BYTES
     topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
     consumers = {q: dict(h) for q, h in (consumers or {}).items()}
@@ -141,12 +148,46 @@ def create_service_app(
             await v.close()
 
     app.cleanup_ctx.extend([database, messaging, verifier_ctx])
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi_document)
-    app.router.add_get("/docs", docs)
+    system = web.RouteTableDef()
+    system.get("/healthz")(healthz)
+    system.get("/readyz")(readyz)
+    system.get("/metrics")(metrics)
+    system.get("/openapi.json")(openapi_document)
+    system.get("/docs")(docs)
+    system.route("*", UNMATCHED_PATH)(not_found)
+    add_routes(app, system)
+    app.on_startup.append(_check_pipelined)
     return app
+
+
+AUTHORIZE = web.AppKey("authorize", object)
+
+
+def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
+    """Add a service's routes, each inside the request pipeline (shared.http.pipelined: request id, access check,
+    problem documents, metrics, access line). The only way routes are added: a route added any other way would
+    answer without an access check, so a service with one refuses to start (``_check_pipelined``)."""
+    authorize = cast(Authorize, app[AUTHORIZE])
+    for route in table:
+        assert isinstance(route, web.RouteDef), route
+        # registered as aiohttp would register the route itself (a GET route answers HEAD too)
+        web.RouteDef(route.method, route.path, pipelined(route.handler, authorize), route.kwargs).register(app.router)
+
+
+async def _check_pipelined(app: web.Application) -> None:
+    bare = [
+        f"{r.method} {r.resource.canonical if r.resource else '?'}"
+        for r in app.router.routes()
+        if not is_pipelined(r.handler)
+    ]
+    if bare:
+        raise RuntimeError(f"routes added without the request pipeline (use shared.service.add_routes): {bare}")
+
+
+@policy(OPEN)
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """No route here: 404, or 405 with the methods allowed where another route has this path."""
+    return await unmatched(request)
 
 
 OPENAPI_INFO = web.AppKey("openapi_info", dict)

@@ -15,7 +15,7 @@ from services.accounts.throttle import ThrottleConfig
 from shared.auth import REVOCATION_CHECK, StaticKeyVerifier
 from shared.revocation import RevocationCheck
 from shared.sealing import load_key
-from shared.service import RUNTIME, create_service_app
+from shared.service import RUNTIME, add_routes, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -81,5 +81,5 @@ def create_app(settings: AccountsSettings) -> web.Application:
         app[ACCOUNTS_CFG]["hash_pool"].shutdown(wait=False, cancel_futures=True)
 
     app.cleanup_ctx.append(hash_pool)
-    app.router.add_routes(routes)
+    add_routes(app, routes)
     return app

@@ -15,7 +15,7 @@ from services.customers.settings import CustomersSettings
 from shared import idempotency
 from shared.auth import STANDING_LOOKUP, TokenVerifier
 from shared.clock import Clock
-from shared.service import RUNTIME, create_service_app
+from shared.service import RUNTIME, add_routes, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEDULER = web.AppKey("scheduler", Scheduler)
@@ -50,9 +50,9 @@ def create_app(
         await s.stop()
 
     app.cleanup_ctx.append(scheduler)
-    app.router.add_routes(routes)
-    app.router.add_routes(plans.routes)
-    app.router.add_routes(privacy.routes)
-    app.router.add_routes(teams.routes)
-    app.router.add_routes(entitlements.routes)
+    add_routes(app, routes)
+    add_routes(app, plans.routes)
+    add_routes(app, privacy.routes)
+    add_routes(app, teams.routes)
+    add_routes(app, entitlements.routes)
     return app

@@ -12,7 +12,7 @@ from services.notifications.routes import routes
 from services.notifications.settings import NotificationsSettings
 from shared.auth import TokenVerifier
 from shared.sealing import load_key
-from shared.service import RUNTIME, create_service_app
+from shared.service import RUNTIME, add_routes, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
@@ -78,5 +78,5 @@ def create_app(settings: NotificationsSettings, verifier: TokenVerifier | None =
     # registered after messaging: cleanups run in reverse, so on SIGTERM the dispatcher finishes its round
     # (and writes its events to the outbox) before the consumers, the relay and the pool stop
     app.cleanup_ctx.append(dispatcher)
-    app.router.add_routes(routes)
+    add_routes(app, routes)
     return app

@@ -16,7 +16,7 @@ from services.visitors.visits import Place
 from shared import idempotency
 from shared.auth import STANDING_LOOKUP, TokenVerifier
 from shared.clock import Clock
-from shared.service import RUNTIME, create_service_app
+from shared.service import RUNTIME, add_routes, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEDULER = web.AppKey("scheduler", Scheduler)
@@ -64,5 +64,5 @@ def create_app(
         await s.stop()
 
     app.cleanup_ctx.append(scheduler)
-    app.router.add_routes(routes)
+    add_routes(app, routes)
     return app

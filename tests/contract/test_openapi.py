@@ -11,7 +11,7 @@ import pytest
 from shared.auth import policy_of
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUMBING = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
+PLUMBING = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/{unmatched}"}
 
 
 @pytest.fixture(scope="module")

@@ -206,3 +206,18 @@ async def test_the_service_serves_its_openapi_document_and_a_docs_page_without_a
     assert page.status == 200 and page.content_type == "text/html"
     html = await page.text()
     assert "/v1/customers/{id}/suspension" in html and 'id="schema-CustomerCreate"' in html
+
+
+async def test_a_path_no_route_has_is_a_404_problem_and_a_method_a_route_lacks_a_405_naming_the_allowed_ones(customers):
+    nowhere = await customers.get("/v1/nowhere", headers={"X-Request-ID": "probe-404"})
+    assert (nowhere.status, nowhere.content_type) == (404, "application/problem+json")
+    assert nowhere.headers["X-Request-ID"] == "probe-404"
+    wrong = await customers.delete("/v1/customers")
+    assert (wrong.status, wrong.content_type) == (405, "application/problem+json")
+    assert set(wrong.headers["Allow"].split(",")) >= {"GET", "POST"}
+    assert (await wrong.json())["detail"] == "DELETE is not allowed here"
+    created = await (await customers.post("/v1/customers", json={"full_name": "H", "email": "h@example.com"})).json()
+    head = await customers.head(f"/v1/customers/{created['id']}")
+    assert head.status == 200  # a GET route answers HEAD too
+    no_token = await customers.get(f"/v1/customers/{created['id']}", headers={"Authorization": ""})
+    assert (no_token.status, no_token.content_type) == (401, "application/problem+json")

@@ -12,8 +12,11 @@ from services.notifications.app import create_app as notifications_app
 from services.notifications.settings import NotificationsSettings
 from services.visitors.app import create_app as visitors_app
 from services.visitors.settings import VisitorsSettings
+from shared import auth
 from shared.auth import route_policies
+from shared.http import is_pipelined
 from shared.sealing import new_key
+from shared.service import _check_pipelined
 
 OPEN_ROUTES = {
     ("GET", "/healthz"),
@@ -29,6 +32,7 @@ OPEN_ROUTES = {
     ("POST", "/v1/password-resets/confirm"),
     ("GET", "/reset-password"),
     ("POST", "/v1/logout"),
+    ("*", "/{unmatched}"),  # any path no route has: 404, or 405 naming the methods allowed there
 }
 
 
@@ -51,6 +55,22 @@ def test_every_route_declares_a_policy_and_only_documented_routes_are_open(apps,
         assert policy is not None, f"{service}: {method} {path} has no policy"
         if policy.open:
             assert (method, path) in OPEN_ROUTES, f"{service}: {method} {path} is open but should not be"
+
+
+@pytest.mark.parametrize("service", ["customers", "accounts", "visitors", "notifications"])
+async def test_every_route_runs_in_the_request_pipeline_and_one_added_around_it_stops_the_service(apps, service):
+    """The access check lives in the pipeline each route is wrapped in (shared.service.add_routes): a route added
+    straight to the router would answer anyone, so the service refuses to start with one."""
+    assert all(is_pipelined(route.handler) for route in apps[service].router.routes())
+    sneaky = customers_app(CustomersSettings())
+
+    @auth.policy(auth.roles("admin"))
+    async def handler(request):
+        raise AssertionError("never called")
+
+    sneaky.router.add_get("/v1/sneaky", handler)
+    with pytest.raises(RuntimeError, match=r"without the request pipeline.*GET /v1/sneaky"):
+        await _check_pipelined(sneaky)
 
 
 def test_the_accounts_service_refuses_to_start_without_keys():
