@@ -259,41 +259,46 @@ VERIFIER_KEY = web.AppKey("token_verifier", TokenVerifier)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-def make_authorizer() -> Callable[[web.Request], Awaitable[None] | None]:
-    """The access check of every request (run by shared.http's middleware, before the handler): the route's
-    policy, the bearer token, revocation, role, scope and standing. ``authorize(request)`` raises the problem that
-    refuses the request, returns None when it lets it through, or an awaitable finishing the check when that needs
-    to wait (a token not verified yet, a revocation state to look up, a standing to read): most requests are
-    decided without making a coroutine. Once let through, ``principal(request)`` is who is calling (on routes
-    that are not open)."""
+def make_authorizer() -> Callable[[Any], Callable[[web.Request], Awaitable[None] | None] | None]:
+    """The access check of every request, made once per route from the route's policy (``authorizer(handler)``;
+    None for an open route: nothing to check) and run by the request pipeline (shared.http) before the handler:
+    the bearer token, revocation, role, scope and standing. ``authorize(request)`` raises the problem that refuses
+    the request, returns None when it lets it through, or an awaitable finishing the check when that needs to
+    wait (a token not verified yet, a revocation state to look up, a standing to read): most requests are decided
+    without making a coroutine. Once let through, ``principal(request)`` is who is calling."""
 
-    def authorize(request: web.Request) -> Awaitable[None] | None:
-        match = request.match_info
-        if match.http_exception is not None:  # 404/405: let the router answer
-            return None
-        p = policy_of(match.handler)
+    def authorizer(handler: Any) -> Callable[[web.Request], Awaitable[None] | None] | None:
+        p = policy_of(handler)
         if p is None:
-            log.error("route without a policy refused", extra={"path": request.path})
-            raise Problem(403, "Forbidden", "This route declares no access policy")
+            return _no_policy
         if p.open:
             return None
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise _unauthorized("Send an access token: Authorization: Bearer <token>")
-        token = token.strip()
-        app = request.app
-        principal = app[VERIFIER_KEY].verified(token)
-        if principal is None:
-            return _authorize_waiting(request, p, token)
-        check = app.get(REVOCATION_CHECK)
-        revoked = check.known(principal.account_id, principal.issued_at) if check is not None else False
-        if revoked is None or (_standing_lookup(app, p, principal) is not None):
-            return _authorize_waiting(request, p, token)
-        _admit(request, p, principal, revoked, principal.standing)
-        return None
 
-    return authorize
+        def authorize(request: web.Request) -> Awaitable[None] | None:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise _unauthorized("Send an access token: Authorization: Bearer <token>")
+            token = token.strip()
+            app = request.app
+            principal = app[VERIFIER_KEY].verified(token)
+            if principal is None:
+                return _authorize_waiting(request, p, token)
+            check = app.get(REVOCATION_CHECK)
+            revoked = check.known(principal.account_id, principal.issued_at) if check is not None else False
+            if revoked is None or (_standing_lookup(app, p, principal) is not None):
+                return _authorize_waiting(request, p, token)
+            _admit(request, p, principal, revoked, principal.standing)
+            return None
+
+        return authorize
+
+    return authorizer
+
+
+def _no_policy(request: web.Request) -> None:
+    log.error("route without a policy refused", extra={"path": request.path})
+    raise Problem(403, "Forbidden", "This route declares no access policy")
 
 
 async def _authorize_waiting(request: web.Request, p: Policy, token: str) -> None:

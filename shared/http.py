@@ -166,29 +166,31 @@ def parse_uuid(value: str, field: str = "id") -> uuid.UUID:
         raise Problem(404, "Not found", f"No resource with {field} {value!r}") from None
 
 
-def _route_name(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    if resource is None:
+def route_name_of(path: str) -> str:
+    """A route's name in metrics, logs and spans: its path template as aiohttp shows it (``/v1/customers/{id}``),
+    "unmatched" for the route of paths no other route has."""
+    if path == UNMATCHED_PATH:
         return "unmatched"
-    canonical = resource.canonical
-    return "unmatched" if canonical == _UNMATCHED_CANONICAL else canonical
-
-
-_UNMATCHED_CANONICAL = "/{unmatched}"
+    return web.DynamicResource(path).canonical if "{" in path else path
 
 
 Authorize = Callable[[web.Request], Awaitable[None] | None]
 """Decides whether the request may reach its handler: returns None (yes), raises a ``Problem`` (no), or returns
 an awaitable that does one of the two once it has waited for what it needs (see shared.auth)."""
+Authorizer = Callable[[Any], Authorize | None]
+"""Makes a route's ``Authorize`` from its handler (its policy); None for a route open to anyone."""
 
 
-def pipelined(handler: Handler, authorize: Authorize | None) -> Handler:
+def pipelined(handler: Handler, authorize: Authorize | None, path: str) -> Handler:
     """``handler`` inside the request pipeline every route of every service runs in: the request id, the span, the
     access check, the problem document for whatever the handler raised, metrics and the access line. Wrapped
     around each route when it is added (shared.service.add_routes) rather than as an aiohttp middleware: the
     middleware machinery (a partial and a coroutine per layer, aiohttp's own layer for sub-applications) was a
     measurable share of a read's CPU. Unmatched paths get a route of their own (``unmatched``) so that they too
-    answer with a problem document."""
+    answer with a problem document. What is the same for every request of the route (its name, whether its
+    requests are logged, its access check) is worked out here, once."""
+    route_name = route_name_of(path)
+    logged = route_name not in QUIET_ROUTES
 
     @functools.wraps(handler)
     async def route(request: web.Request) -> web.StreamResponse:
@@ -201,7 +203,6 @@ def pipelined(handler: Handler, authorize: Authorize | None) -> Handler:
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         method = request.method
-        route_name = _route_name(request)
         span, close_span = open_server_span(method, route_name, headers.get("traceparent"))
         try:
             try:
@@ -228,7 +229,7 @@ def pipelined(handler: Handler, authorize: Authorize | None) -> Handler:
             elapsed = time.perf_counter() - started
             response.headers["X-Request-ID"] = request_id
             HTTP.observe(method, route_name, status, elapsed)
-            if route_name not in QUIET_ROUTES and access_log.isEnabledFor(logging.INFO):
+            if logged and access_log.isEnabledFor(logging.INFO):
                 # the route template, never the path or query: no personal data (emails in filters) reaches the logs
                 fields = {"method": method, "route": route_name, "status": status, "ms": round(elapsed * 1000, 1)}
                 log_fields(access_log, logging.INFO, "request", fields, current_ids())

@@ -26,7 +26,7 @@ from shared.http import (
     MAX_BODY_KEY,
     PARSER_MAX_LINE,
     UNMATCHED_PATH,
-    Authorize,
+    Authorizer,
     is_pipelined,
     json_response,
     pipelined,
@@ -167,11 +167,12 @@ def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
     """Add a service's routes, each inside the request pipeline (shared.http.pipelined: request id, access check,
     problem documents, metrics, access line). The only way routes are added: a route added any other way would
     answer without an access check, so a service with one refuses to start (``_check_pipelined``)."""
-    authorize = cast(Authorize, app[AUTHORIZE])
+    authorizer = cast(Authorizer, app[AUTHORIZE])
     for route in table:
         assert isinstance(route, web.RouteDef), route
+        handler = pipelined(route.handler, authorizer(route.handler), route.path)
         # registered as aiohttp would register the route itself (a GET route answers HEAD too)
-        web.RouteDef(route.method, route.path, pipelined(route.handler, authorize), route.kwargs).register(app.router)
+        web.RouteDef(route.method, route.path, handler, route.kwargs).register(app.router)
 
 
 async def _check_pipelined(app: web.Application) -> None:
