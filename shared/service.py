@@ -168,7 +168,13 @@ def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
     problem documents, metrics, access line). The only way routes are added: a route added any other way would
     answer without an access check, so a service with one refuses to start (``_check_pipelined``)."""
     authorizer = cast(Authorizer, app[AUTHORIZE])
-    for route in table:
+    # the routes of one path together (in the order the paths first appear), so that aiohttp makes one resource
+    # of them: a path's methods spread over several resources made every request try each in turn
+    first: dict[str, int] = {}
+    for i, route in enumerate(table):
+        assert isinstance(route, web.RouteDef), route
+        first.setdefault(route.path, i)
+    for route in sorted(table, key=lambda r: first[r.path]):  # type: ignore[attr-defined]
         assert isinstance(route, web.RouteDef), route
         handler = pipelined(route.handler, authorizer(route.handler), route.path)
         # registered as aiohttp would register the route itself (a GET route answers HEAD too)

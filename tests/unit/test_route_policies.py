@@ -73,6 +73,12 @@ async def test_every_route_runs_in_the_request_pipeline_and_one_added_around_it_
         await _check_pipelined(sneaky)
 
 
+@pytest.mark.parametrize("service", ["customers", "accounts", "visitors", "notifications"])
+def test_each_path_is_one_resource_so_a_request_tries_one_candidate_per_path(apps, service):
+    paths = [resource.canonical for resource in apps[service].router.resources()]
+    assert len(paths) == len(set(paths)), sorted(p for p in paths if paths.count(p) > 1)
+
+
 def test_the_accounts_service_refuses_to_start_without_keys():
     from services.accounts.app import ConfigError
 
