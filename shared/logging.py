@@ -32,36 +32,28 @@ class JsonFormatter(logging.Formatter):
             self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
-    def head(
-        self, created: float, levelname: str, logger: str, msg: str, ids: tuple[str | None, ...] | None = None
-    ) -> dict[str, Any]:
-        """What every line starts with: time, level, service, logger, message, and the ids of the work logged in
-        (``ids``: the request, correlation and event ids taken earlier; by default the context's now)."""
+    def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": self._time(created),
-            "level": levelname.lower(),
+            "ts": self._time(record.created),
+            "level": record.levelname.lower(),
             "service": self.service,
-            "logger": logger,
-            "msg": msg,
+            "logger": record.name,
+            "msg": record.getMessage(),
         }
-        if ids is None:
-            ids = (request_id_var.get(), correlation_id_var.get(), event_id_var.get())
-        for key, value in zip(_ID_KEYS, ids, strict=True):
+        for key, var in (
+            ("request_id", request_id_var),
+            ("correlation_id", correlation_id_var),
+            ("event_id", event_id_var),
+        ):
+            value = var.get()
             if value:
                 out[key] = value
-        return out
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = self.head(record.created, record.levelname, record.name, record.getMessage())
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
-
-
-_ID_KEYS = ("request_id", "correlation_id", "event_id")
 
 
 class TextFormatter(logging.Formatter):
