@@ -21,7 +21,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from shared.http import Handler, Problem
+from shared.http import Authorize, Authorizer, Handler, Problem
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ VERIFIER_KEY = web.AppKey("token_verifier", TokenVerifier)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-def make_authorizer() -> Callable[[Any], Callable[[web.Request], Awaitable[None] | None] | None]:
+def make_authorizer() -> Authorizer:
     """The access check of every request, made once per route from the route's policy (``authorizer(handler)``;
     None for an open route: nothing to check) and run by the request pipeline (shared.http) before the handler:
     the bearer token, revocation, role, scope and standing. ``authorize(request)`` raises the problem that refuses
@@ -267,7 +267,7 @@ def make_authorizer() -> Callable[[Any], Callable[[web.Request], Awaitable[None]
     wait (a token not verified yet, a revocation state to look up, a standing to read): most requests are decided
     without making a coroutine. Once let through, ``principal(request)`` is who is calling."""
 
-    def authorizer(handler: Any) -> Callable[[web.Request], Awaitable[None] | None] | None:
+    def authorizer(handler: Any) -> Authorize | None:
         p = policy_of(handler)
         if p is None:
             return _no_policy

@@ -1,5 +1,5 @@
-"""HTTP plumbing: problem+json errors (RFC 9457), request ids, body parsing with pydantic, JSON responses,
-metrics per route, and the route policy check (every route declares who may call it; none is open by accident)."""
+"""HTTP plumbing: the request pipeline every route runs in (request ids, the access check, problem+json errors
+(RFC 9457), metrics and access lines per route), body parsing with pydantic, JSON responses."""
 
 from __future__ import annotations
 

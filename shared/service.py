@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -160,14 +160,14 @@ def create_service_app(
     return app
 
 
-AUTHORIZE = web.AppKey("authorize", object)
+AUTHORIZE: web.AppKey[Authorizer] = web.AppKey("authorize")
 
 
 def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
     """Add a service's routes, each inside the request pipeline (shared.http.pipelined: request id, access check,
     problem documents, metrics, access line). The only way routes are added: a route added any other way would
     answer without an access check, so a service with one refuses to start (``_check_pipelined``)."""
-    authorizer = cast(Authorizer, app[AUTHORIZE])
+    authorizer = app[AUTHORIZE]
     # the routes of one path together (in the order the paths first appear), so that aiohttp makes one resource
     # of them: a path's methods spread over several resources made every request try each in turn
     first: dict[str, int] = {}
