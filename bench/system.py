@@ -436,7 +436,9 @@ class System:
                 "AMQP_PREFIX": self.prefix,
                 "JWKS_URL": f"http://127.0.0.1:{self.ports['accounts']}/.well-known/jwks.json",
                 "LOG_FORMAT": "json",
-                "LOG_LEVEL": "INFO",  # as compose and k8s run them: an access log line per request is part of its cost
+                # as compose and k8s run them (access lines: errors, slow requests, the first ACCESS_LOG_BURST a
+                # second per route, a count of the rest); --set ACCESS_LOG_BURST=0 for a line every request
+                "LOG_LEVEL": "INFO",
                 "RETRY_DELAYS_MS": ",".join(map(str, RETRY_DELAYS_MS)),
                 "ACCOUNTS_JWT_PRIVATE_KEY_FILE": str(key_path),
                 "ACCOUNTS_ACCESS_TOKEN_TTL_S": "3600",

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
 import functools
 import logging
 import re
@@ -181,16 +183,18 @@ Authorizer = Callable[[Any], Authorize | None]
 """Makes a route's ``Authorize`` from its handler (its policy); None for a route open to anyone."""
 
 
-def pipelined(handler: Handler, authorize: Authorize | None, path: str) -> Handler:
+def pipelined(handler: Handler, authorize: Authorize | None, path: str, lines: AccessLines | None = None) -> Handler:
     """``handler`` inside the request pipeline every route of every service runs in: the request id, the span, the
     access check, the problem document for whatever the handler raised, metrics and the access line. Wrapped
     around each route when it is added (shared.service.add_routes) rather than as an aiohttp middleware: the
     middleware machinery (a partial and a coroutine per layer, aiohttp's own layer for sub-applications) was a
     measurable share of a read's CPU. Unmatched paths get a route of their own (``unmatched``) so that they too
     answer with a problem document. What is the same for every request of the route (its name, whether its
-    requests are logged, its access check) is worked out here, once."""
+    requests are logged, its access check) is worked out here, once. ``lines`` decides which requests get an
+    access line (``AccessLines``); without it, every one."""
     route_name = route_name_of(path)
     logged = route_name not in QUIET_ROUTES
+    wanted = lines.wanted if lines is not None else None
 
     @functools.wraps(handler)
     async def route(request: web.Request) -> web.StreamResponse:
@@ -229,7 +233,7 @@ def pipelined(handler: Handler, authorize: Authorize | None, path: str) -> Handl
             elapsed = time.perf_counter() - started
             response.headers["X-Request-ID"] = request_id
             HTTP.observe(method, route_name, status, elapsed)
-            if logged and access_log.isEnabledFor(logging.INFO):
+            if logged and access_log.isEnabledFor(logging.INFO) and (wanted is None or wanted(status, elapsed)):
                 # the route template, never the path or query: no personal data (emails in filters) reaches the logs
                 fields = {"method": method, "route": route_name, "status": status, "ms": round(elapsed * 1000, 1)}
                 log_fields(access_log, logging.INFO, "request", fields, current_ids())
@@ -239,6 +243,61 @@ def pipelined(handler: Handler, authorize: Authorize | None, path: str) -> Handl
 
     route.__pipelined__ = True  # type: ignore[attr-defined]
     return route
+
+
+class AccessLines:
+    """Which requests of one route get an access line: every one that failed (status 400 and up) or took
+    ``SLOW_S`` or more, and of the others the first ``burst`` in a window of a second (0: all of them). The others
+    are counted, and at the window's end one line, "requests not logged", gives their ``count`` and the slowest
+    one's ``ms_max`` for the route. The window starts with the first request counted after the last one ended.
+
+    Why not a line for every request: a line cost about as much CPU as the rest of what the pipeline adds to a
+    read, and thousands of identical lines a second are more than anyone reads or a log shipper wants, while the
+    metrics count and time every request exactly (the same reasoning as zap's production sampling: the first 100
+    a second, then a sample). What an operator looks for in access lines, errors and slow requests, is always
+    there; ``ACCESS_LOG_BURST=0`` writes a line for every request."""
+
+    SLOW_S = 1.0
+
+    def __init__(self, route: str, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.route = route
+        self.burst = burst
+        self._clock = clock
+        self._window_end = -1.0
+        self._in_window = 0
+        self._unlogged = 0
+        self._slowest = 0.0
+        self._report: asyncio.TimerHandle | None = None
+
+    def wanted(self, status: int, seconds: float) -> bool:
+        """Whether this request (its status, its duration) gets an access line; if not, it is counted."""
+        if status >= 400 or seconds >= self.SLOW_S or self.burst <= 0:
+            return True
+        now = self._clock()
+        if now >= self._window_end:
+            self._window_end, self._in_window = now + 1.0, 0
+        self._in_window += 1
+        if self._in_window <= self.burst:
+            return True
+        self._unlogged += 1
+        if seconds > self._slowest:
+            self._slowest = seconds
+        if self._report is None:
+            # in a context of its own: the line is about no request (not about the one that scheduled it)
+            self._report = asyncio.get_running_loop().call_later(
+                max(0.0, self._window_end - now), self.report, context=contextvars.Context()
+            )
+        return False
+
+    def report(self) -> None:
+        """Write the "requests not logged" line of what was counted (at the window's end, and at shutdown)."""
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+        if self._unlogged:
+            fields = {"route": self.route, "count": self._unlogged, "ms_max": round(self._slowest * 1000, 1)}
+            self._unlogged, self._slowest = 0, 0.0
+            log_fields(access_log, logging.INFO, "requests not logged", fields)
 
 
 def is_pipelined(handler: Any) -> bool:

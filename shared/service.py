@@ -26,10 +26,12 @@ from shared.http import (
     MAX_BODY_KEY,
     PARSER_MAX_LINE,
     UNMATCHED_PATH,
+    AccessLines,
     Authorizer,
     is_pipelined,
     json_response,
     pipelined,
+    route_name_of,
     unmatched,
 )
 from shared.metrics import DEAD_LETTERS
@@ -84,6 +86,9 @@ def create_service_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES, handler_args={"max_line_size": PARSER_MAX_LINE})
     app[AUTHORIZE] = make_authorizer()
     app[MAX_BODY_KEY] = MAX_BODY_BYTES
+    app[ACCESS_LOG_BURST] = common.access_log_burst
+    app[ACCESS_LINES] = []
+    app.on_cleanup.append(_report_unlogged)
     topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
     consumers = {q: dict(h) for q, h in (consumers or {}).items()}
     if revocations_queue is not None:
@@ -161,6 +166,14 @@ def create_service_app(
 
 
 AUTHORIZE: web.AppKey[Authorizer] = web.AppKey("authorize")
+ACCESS_LOG_BURST = web.AppKey("access_log_burst", int)
+ACCESS_LINES = web.AppKey("access_lines", list[AccessLines])
+
+
+async def _report_unlogged(app: web.Application) -> None:
+    """At shutdown, the "requests not logged" lines of windows not over yet (see ``AccessLines``)."""
+    for lines in app[ACCESS_LINES]:
+        lines.report()
 
 
 def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
@@ -168,6 +181,7 @@ def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
     problem documents, metrics, access line). The only way routes are added: a route added any other way would
     answer without an access check, so a service with one refuses to start (``_check_pipelined``)."""
     authorizer = app[AUTHORIZE]
+    burst = app.get(ACCESS_LOG_BURST)  # None (an app not made by create_service_app): an access line each request
     # the routes of one path together (in the order the paths first appear), so that aiohttp makes one resource
     # of them: a path's methods spread over several resources made every request try each in turn
     first: dict[str, int] = {}
@@ -176,7 +190,11 @@ def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
         first.setdefault(route.path, i)
     for route in sorted(table, key=lambda r: first[r.path]):  # type: ignore[attr-defined]
         assert isinstance(route, web.RouteDef), route
-        handler = pipelined(route.handler, authorizer(route.handler), route.path)
+        lines = None
+        if burst is not None:
+            lines = AccessLines(route_name_of(route.path), burst)
+            app[ACCESS_LINES].append(lines)
+        handler = pipelined(route.handler, authorizer(route.handler), route.path, lines)
         # registered as aiohttp would register the route itself (a GET route answers HEAD too)
         web.RouteDef(route.method, route.path, handler, route.kwargs).register(app.router)
 

@@ -33,6 +33,12 @@ class CommonSettings(BaseSettings):
     amqp_prefix: str = Field("", description="Prefix for every exchange and queue name (isolates test runs or tenants)")
     log_level: str = Field("INFO", description="Python log level")
     log_format: str = Field("json", description="`json` (one object a line) or `text`")
+    access_log_burst: int = Field(
+        100,
+        ge=0,
+        description="Access lines a second per route for requests that succeeded in under a second; past it, one "
+        "line a second counts those not logged (errors and slow requests always get theirs). 0: every request",
+    )
     jwks_url: str = Field(
         "http://127.0.0.1:8002/.well-known/jwks.json",
         description="Where services fetch the public keys that verify access tokens",

@@ -1,6 +1,6 @@
 """What an operator's dashboards read about HTTP traffic: per route template (never the path: no ids or emails in
 label values) and status, a request counter and a latency histogram on ``/metrics``, and one access log line a
-request carrying its request id."""
+request carrying its request id (past a burst a second of successful ones, a line counting those not logged)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.logs import JsonLines
+from tests.support.wait import wait_for
 
 ROUTE = "/v1/customers/{id}"
 
@@ -55,3 +56,34 @@ async def test_requests_are_counted_timed_and_logged_per_route_and_status(system
     mine = [line for line in lines.lines if line.get("route") == ROUTE]
     assert [line["status"] for line in mine] == [200, 200, 200, 404]
     assert mine[-1]["request_id"] == "probe-1" and all(line["method"] == "GET" for line in mine)
+
+
+async def test_past_the_burst_successful_requests_are_counted_in_one_line_errors_still_logged(system_factory, keys):
+    system = system_factory(access_log_burst=2)
+    await system.start("customers")
+    base = system.urls["customers"]
+    headers = {"Authorization": f"Bearer {keys.token()}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{base}/v1/customers", json={"full_name": "Ada", "email": "ada-b@example.com"}) as r:
+            customer = await r.json()
+        with JsonLines.of("coworking.access") as lines:
+            for _ in range(5):  # well inside one window of a second
+                async with http.get(f"{base}/v1/customers/{customer['id']}") as r:
+                    assert r.status == 200
+            async with http.get(f"{base}/v1/customers/{uuid.uuid4()}") as r:
+                assert r.status == 404
+            await wait_for(
+                lambda: any(line["msg"] == "requests not logged" for line in lines.lines),
+                timeout=5,
+                what="the line counting the reads not logged",
+            )
+    mine = [line for line in lines.lines if line.get("route") == ROUTE]
+    assert [(line["msg"], line.get("status")) for line in mine] == [
+        ("request", 200),
+        ("request", 200),
+        ("request", 404),  # an error is logged past the burst
+        ("requests not logged", None),
+    ]
+    counted = mine[-1]
+    assert counted["count"] == 3 and 0 < counted["ms_max"] < 1000
+    assert "request_id" not in counted  # about no request in particular

@@ -42,6 +42,7 @@ class InProcessSystem:
     relay_enabled: bool = True
     services: tuple[str, ...] = ("customers", "accounts", "visitors", "notifications")
     jwks_url: str | None = None  # set: services verify tokens with the JWKS there instead of the test key
+    access_log_burst: int = 100  # access lines a second per route for successful requests (ACCESS_LOG_BURST)
     clock: Clock | None = None  # customers' and visitors' clock (a FakeClock lets a test travel in time)
     amqp_urls: dict[str, str] = field(default_factory=dict)  # per service, instead of amqp_url (its own user)
     urls: dict[str, str] = field(default_factory=dict)
@@ -58,6 +59,7 @@ class InProcessSystem:
             relay_poll_interval_s=self.relay_poll_interval_s,
             relay_enabled=self.relay_enabled,
             log_format="text",
+            access_log_burst=self.access_log_burst,
             shutdown_grace_s=5,
             consumer_workers=self.consumer_workers,
         )
