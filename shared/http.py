@@ -246,20 +246,24 @@ def pipelined(handler: Handler, authorize: Authorize | None, path: str, lines: A
 
 
 class AccessLines:
-    """Which requests of one route get an access line: every one that failed (status 400 and up) or took
-    ``SLOW_S`` or more, and of the others the first ``burst`` in a window of a second (0: all of them). The others
-    are counted, and at the window's end one line, "requests not logged", gives their ``count`` and the slowest
-    one's ``ms_max`` for the route. The window starts with the first request counted after the last one ended.
+    """Which requests of one route (a method and path template; HEAD counts with GET, which answers it) get an
+    access line: every one that failed (status 400 and up) or took ``SLOW_S`` or more, and of the others the first
+    ``burst`` in a window of a second (0: all of them). The others are counted, and at the window's end (or when
+    the next window starts, whichever comes first) one line, "requests not logged", gives the method, the route,
+    their ``count`` and the slowest one's ``ms_max``. A window starts with the first request counted after the last
+    one ended.
 
     Why not a line for every request: a line cost about as much CPU as the rest of what the pipeline adds to a
     read, and thousands of identical lines a second are more than anyone reads or a log shipper wants, while the
     metrics count and time every request exactly (the same reasoning as zap's production sampling: the first 100
     a second, then a sample). What an operator looks for in access lines, errors and slow requests, is always
-    there; ``ACCESS_LOG_BURST=0`` writes a line for every request."""
+    there. The price: a successful request past the burst has no line with its request id (the metrics still count
+    it; with an exporter its span is exported as ever); ``ACCESS_LOG_BURST=0`` writes a line for every request."""
 
     SLOW_S = 1.0
 
-    def __init__(self, route: str, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, method: str, route: str, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.method = method
         self.route = route
         self.burst = burst
         self._clock = clock
@@ -275,6 +279,8 @@ class AccessLines:
             return True
         now = self._clock()
         if now >= self._window_end:
+            if self._unlogged:  # the last window's count, before this one counts (its timer had no turn yet)
+                self.report()
             self._window_end, self._in_window = now + 1.0, 0
         self._in_window += 1
         if self._in_window <= self.burst:
@@ -295,7 +301,12 @@ class AccessLines:
             self._report.cancel()
             self._report = None
         if self._unlogged:
-            fields = {"route": self.route, "count": self._unlogged, "ms_max": round(self._slowest * 1000, 1)}
+            fields = {
+                "method": self.method,
+                "route": self.route,
+                "count": self._unlogged,
+                "ms_max": round(self._slowest * 1000, 1),
+            }
             self._unlogged, self._slowest = 0, 0.0
             log_fields(access_log, logging.INFO, "requests not logged", fields)
 

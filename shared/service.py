@@ -25,6 +25,7 @@ from shared.http import (
     MAX_BODY_BYTES,
     MAX_BODY_KEY,
     PARSER_MAX_LINE,
+    QUIET_ROUTES,
     UNMATCHED_PATH,
     AccessLines,
     Authorizer,
@@ -88,7 +89,9 @@ def create_service_app(
     app[MAX_BODY_KEY] = MAX_BODY_BYTES
     app[ACCESS_LOG_BURST] = common.access_log_burst
     app[ACCESS_LINES] = []
-    app.on_cleanup.append(_report_unlogged)
+    # first of the cleanups (the server has stopped: no request is left), so that a cleanup context that fails
+    # (aiohttp's run before the plain on_cleanup callbacks, and a failure stops the rest) cannot drop the counts
+    app.on_cleanup.insert(0, _report_unlogged)
     topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
     consumers = {q: dict(h) for q, h in (consumers or {}).items()}
     if revocations_queue is not None:
@@ -191,8 +194,9 @@ def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
     for route in sorted(table, key=lambda r: first[r.path]):  # type: ignore[attr-defined]
         assert isinstance(route, web.RouteDef), route
         lines = None
-        if burst is not None:
-            lines = AccessLines(route_name_of(route.path), burst)
+        name = route_name_of(route.path)
+        if burst is not None and name not in QUIET_ROUTES:  # quiet routes have no access lines at all
+            lines = AccessLines(route.method, name, burst)
             app[ACCESS_LINES].append(lines)
         handler = pipelined(route.handler, authorizer(route.handler), route.path, lines)
         # registered as aiohttp would register the route itself (a GET route answers HEAD too)

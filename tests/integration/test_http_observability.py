@@ -67,23 +67,22 @@ async def test_past_the_burst_successful_requests_are_counted_in_one_line_errors
         async with http.post(f"{base}/v1/customers", json={"full_name": "Ada", "email": "ada-b@example.com"}) as r:
             customer = await r.json()
         with JsonLines.of("coworking.access") as lines:
-            for _ in range(5):  # well inside one window of a second
+            for _ in range(5):
                 async with http.get(f"{base}/v1/customers/{customer['id']}") as r:
                     assert r.status == 200
             async with http.get(f"{base}/v1/customers/{uuid.uuid4()}") as r:
                 assert r.status == 404
-            await wait_for(
-                lambda: any(line["msg"] == "requests not logged" for line in lines.lines),
-                timeout=5,
-                what="the line counting the reads not logged",
-            )
+
+            def accounted() -> int:  # reads with a line of their own, and reads counted in a line
+                mine = [line for line in lines.lines if line.get("route") == ROUTE]
+                logged = sum(1 for line in mine if line["msg"] == "request" and line["status"] == 200)
+                return logged + sum(line["count"] for line in mine if line["msg"] == "requests not logged")
+
+            await wait_for(lambda: accounted() == 5, timeout=5, what="every read logged or counted")
     mine = [line for line in lines.lines if line.get("route") == ROUTE]
-    assert [(line["msg"], line.get("status")) for line in mine] == [
-        ("request", 200),
-        ("request", 200),
-        ("request", 404),  # an error is logged past the burst
-        ("requests not logged", None),
-    ]
-    counted = mine[-1]
-    assert counted["count"] == 3 and 0 < counted["ms_max"] < 1000
-    assert "request_id" not in counted  # about no request in particular
+    assert [line["status"] for line in mine if line["msg"] == "request" and line["status"] != 200] == [404]
+    counts = [line for line in mine if line["msg"] == "requests not logged"]
+    # five reads in one window of a second (two in two, if the machine stalled past one): 2 lines, 3 counted
+    assert counts and all(line["method"] == "GET" and 0 < line["ms_max"] < 1000 for line in counts)
+    assert "request_id" not in counts[0]  # about no request in particular
+    assert sum(1 for line in mine if line["msg"] == "request" and line["status"] == 200) >= 2

@@ -52,16 +52,17 @@ def test_http_metrics_are_counted_and_bucketed_per_route_and_status():
 
 async def test_access_lines_past_the_burst_are_counted_and_the_count_written_at_the_window_end():
     now = [100.0]
-    lines = AccessLines("/v1/x", burst=3, clock=lambda: now[0])
+    lines = AccessLines("GET", "/v1/x", burst=3, clock=lambda: now[0])
     assert [lines.wanted(200, 0.002) for _ in range(5)] == [True, True, True, False, False]
     assert lines.wanted(404, 0.001) and lines.wanted(503, 0.001)  # errors: always a line
     assert lines.wanted(200, AccessLines.SLOW_S)  # slow: always a line
     assert lines.wanted(204, 0.25) is False
     with JsonLines.of("coworking.access") as captured:
         await wait_for(lambda: captured.lines, timeout=3, what="the count, at the window's end")
-    assert [(line["msg"], line["route"], line["count"], line["ms_max"]) for line in captured.lines] == [
-        ("requests not logged", "/v1/x", 3, 250.0)
+    assert [(line["msg"], line["method"], line["route"], line["count"], line["ms_max"]) for line in captured.lines] == [
+        ("requests not logged", "GET", "/v1/x", 3, 250.0)
     ]
+    assert "request_id" not in captured.lines[0]  # about no request in particular
     now[0] += 1.0  # the next window: a burst of its own
     assert [lines.wanted(200, 0.002) for _ in range(4)] == [True, True, True, False]
     with JsonLines.of("coworking.access") as captured:
@@ -70,6 +71,18 @@ async def test_access_lines_past_the_burst_are_counted_and_the_count_written_at_
     assert [line["count"] for line in captured.lines] == [1]
 
 
+async def test_a_window_count_is_written_when_the_next_window_starts_if_its_timer_had_no_turn():
+    now = [100.0]
+    lines = AccessLines("GET", "/v1/x", burst=1, clock=lambda: now[0])
+    with JsonLines.of("coworking.access") as captured:
+        assert [lines.wanted(200, 0.001) for _ in range(3)] == [True, False, False]
+        now[0] += 1.5  # the loop was busy past the window's end: its timer has not run
+        assert [lines.wanted(200, 0.001) for _ in range(2)] == [True, False]
+        assert [line["count"] for line in captured.lines] == [2]  # the first window's, on its own
+        lines.report()
+    assert [line["count"] for line in captured.lines] == [2, 1]
+
+
 def test_with_a_burst_of_0_every_request_gets_an_access_line():
-    lines = AccessLines("/v1/x", burst=0)
+    lines = AccessLines("GET", "/v1/x", burst=0)
     assert all(lines.wanted(200, 0.001) for _ in range(1000))
