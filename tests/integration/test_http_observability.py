@@ -4,7 +4,10 @@ request carrying its request id (past a burst a second of successful ones, a lin
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,14 +36,21 @@ def timed(metrics) -> float:
     return metrics.get(("http_request_duration_seconds_count", (("method", "GET"), ("route", ROUTE))), 0.0)
 
 
+@contextlib.asynccontextmanager
+async def customers_with_one(system_factory, keys, email: str, **system) -> AsyncIterator[tuple[Any, str, dict]]:
+    """The customers service of a system made with ``system``, an operator's HTTP session and one customer."""
+    made = system_factory(**system)
+    await made.start("customers")
+    base = made.urls["customers"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {keys.token()}"}) as http:
+        r = await http.post(f"{base}/v1/customers", json={"full_name": "Ada", "email": email})
+        assert r.status == 201
+        customer = await r.json()  # the whole body read: the connection is free again
+        yield http, base, customer
+
+
 async def test_requests_are_counted_timed_and_logged_per_route_and_status(system_factory, keys):
-    system = system_factory()
-    await system.start("customers")
-    base = system.urls["customers"]
-    headers = {"Authorization": f"Bearer {keys.token()}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(f"{base}/v1/customers", json={"full_name": "Ada", "email": "ada-m@example.com"}) as r:
-            customer = await r.json()
+    async with customers_with_one(system_factory, keys, "ada-m@example.com") as (http, base, customer):
         before = await scrape(http, base)
         with JsonLines.of("coworking.access") as lines:
             for _ in range(3):
@@ -59,13 +69,8 @@ async def test_requests_are_counted_timed_and_logged_per_route_and_status(system
 
 
 async def test_past_the_burst_successful_requests_are_counted_in_one_line_errors_still_logged(system_factory, keys):
-    system = system_factory(access_log_burst=2)
-    await system.start("customers")
-    base = system.urls["customers"]
-    headers = {"Authorization": f"Bearer {keys.token()}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(f"{base}/v1/customers", json={"full_name": "Ada", "email": "ada-b@example.com"}) as r:
-            customer = await r.json()
+    burst = {"access_log_burst": 2}
+    async with customers_with_one(system_factory, keys, "ada-b@example.com", **burst) as (http, base, customer):
         with JsonLines.of("coworking.access") as lines:
             for _ in range(5):
                 async with http.get(f"{base}/v1/customers/{customer['id']}") as r:
