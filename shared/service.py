@@ -89,8 +89,8 @@ def create_service_app(
     app[MAX_BODY_KEY] = MAX_BODY_BYTES
     app[ACCESS_LOG_BURST] = common.access_log_burst
     app[ACCESS_LINES] = []
-    # first of the cleanups (the server has stopped: no request is left), so that a cleanup context that fails
-    # (aiohttp's run before the plain on_cleanup callbacks, and a failure stops the rest) cannot drop the counts
+    # the first cleanup (the server has stopped: no request is left): the cleanup contexts run before callbacks
+    # appended after them, and one that fails stops the rest, which would drop the counts
     app.on_cleanup.insert(0, _report_unlogged)
     topology = Topology(common.amqp_prefix, tuple(common.retry_delays_ms))
     consumers = {q: dict(h) for q, h in (consumers or {}).items()}

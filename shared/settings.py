@@ -36,8 +36,8 @@ class CommonSettings(BaseSettings):
     access_log_burst: int = Field(
         100,
         ge=0,
-        description="Access lines a second per route for requests that succeeded in under a second; past it, one "
-        "line a second counts those not logged (errors and slow requests always get theirs). 0: every request",
+        description="Access lines a second per route and method for requests that succeeded in under a second; past "
+        "it, one line a second counts those not logged (errors and slow requests always get theirs). 0: every request",
     )
     jwks_url: str = Field(
         "http://127.0.0.1:8002/.well-known/jwks.json",
