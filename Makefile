@@ -29,8 +29,11 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# two workers (pytest-xdist), each test file on one of them: the suite mostly waits on PostgreSQL, RabbitMQ and the
+# services (user CPU ~3.5 of ~10 minutes on the 2-core CI machine), so two halve it; every test has its own
+# databases, AMQP prefix, ports and roles, and each worker its own template databases
 test: install browser lint
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 bench: install
 	$(BIN)/python bench/run.py
