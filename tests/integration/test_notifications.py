@@ -9,6 +9,7 @@ import email.policy
 import uuid
 
 import aiohttp
+import asyncpg
 
 from shared.events import SendEmailV1, make_envelope
 from shared.sealing import load_key, seal
@@ -61,7 +62,13 @@ async def test_welcome_email_is_rendered_from_templates_in_text_and_html(system_
     assert "Hello Grace &lt;Hopper&gt;," in html  # names are escaped in HTML
     assert 'href="http://portal.test/activate#token=abc"' in html
     assert "set your password" in message["Subject"].lower()
-    row = await system.runtime("notifications").db.fetchrow("SELECT status, sealed_context, attempts FROM deliveries")
+    db = system.runtime("notifications").db
+
+    async def recorded() -> asyncpg.Record | None:  # the outcome is written once the server accepted the email
+        row = await db.fetchrow("SELECT status, sealed_context, attempts FROM deliveries")
+        return row if row is not None and row["status"] != "pending" else None
+
+    row = await wait_for(recorded, what="the delivery's outcome")
     assert (row["status"], row["sealed_context"], row["attempts"]) == ("sent", None, 1)
 
 
