@@ -291,7 +291,7 @@ class AccessLines:
         if self._report is None:
             # in a context of its own: the line is about no request (not about the one that scheduled it)
             self._report = asyncio.get_running_loop().call_later(
-                max(0.0, self._window_end - now), self.report, context=contextvars.Context()
+                self._window_end - now, self.report, context=contextvars.Context()
             )
         return False
 
